@@ -1,0 +1,37 @@
+/*
+ * Logging: one line per event on stderr (foreground) with a level.
+ * Every string that came from a peer must pass log_escape() first.
+ */
+#ifndef RELAYQ_LOG_H
+#define RELAYQ_LOG_H
+
+#include <stddef.h>
+
+enum log_level {
+	LOG_LEVEL_ERROR,
+	LOG_LEVEL_WARNING,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG,
+};
+
+void log_init(const char *progname, enum log_level level);
+void log_set_level(enum log_level level);
+int log_level_parse(const char *text, enum log_level *level);
+
+void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int log_debug_enabled(void);
+
+/*
+ * Escape LEN bytes of S for a log line: printable ASCII stays, a double
+ * quote and a backslash get a backslash, everything else becomes \xHH.
+ * Returns an allocated string the caller frees.
+ */
+char *log_escape(const char *s, size_t len);
+
+/* Abort the program: only for broken invariants and start-up failures. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#endif

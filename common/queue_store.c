@@ -1,0 +1,869 @@
+/*
+ * The queue store on SQLite; the schema is described in queue_store.h.
+ *
+ * Durability: the database runs in WAL mode. Ordinary statements run with
+ * synchronous=NORMAL, which survives a crash of the process but not a
+ * power loss, because the WAL is synced only at checkpoints. Every commit
+ * that acknowledges something (a message accepted, a delivery recorded)
+ * runs with synchronous=FULL, which syncs the WAL at that commit; the sync
+ * covers the whole WAL file, so rows written earlier without a sync (body
+ * chunks) reach the disk with it. SQLite reads the level when a
+ * transaction starts, so it is set before BEGIN.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "queue_store.h"
+#include "util.h"
+
+#define QUEUE_SCHEMA_VERSION 1
+
+struct queue_store {
+	sqlite3 *db;
+	char *path;
+	int depth;		/* open explicit transactions (0 or 1) */
+	int last_rc;		/* extended code of the last failure */
+};
+
+static const char *const msg_state_names[MSG_STATE_COUNT] = {
+	[MSG_RECEIVING] = "receiving",
+	[MSG_QUEUED] = "queued",
+	[MSG_DEFERRED] = "deferred",
+	[MSG_SENDING] = "sending",
+	[MSG_HELD] = "held",
+	[MSG_SENT] = "sent",
+	[MSG_UNCERTAIN] = "uncertain",
+	[MSG_FAILED] = "failed",
+};
+
+static const char *const rcpt_state_names[] = {
+	[RCPT_PENDING] = "pending",
+	[RCPT_SENT] = "sent",
+	[RCPT_FAILED] = "failed",
+};
+
+static const char queue_schema[] =
+	"CREATE TABLE IF NOT EXISTS meta("
+	"  key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS message("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  state TEXT NOT NULL,"
+	"  sender TEXT NOT NULL,"
+	"  message_id TEXT,"
+	"  size INTEGER NOT NULL DEFAULT 0,"
+	"  created INTEGER NOT NULL,"
+	"  next_attempt INTEGER NOT NULL DEFAULT 0,"
+	"  attempt_count INTEGER NOT NULL DEFAULT 0,"
+	"  last_error TEXT,"
+	"  client TEXT,"
+	"  sent_at INTEGER,"
+	"  final_reply TEXT);"
+	"CREATE INDEX IF NOT EXISTS message_by_state"
+	"  ON message(state, next_attempt, id);"
+	"CREATE TABLE IF NOT EXISTS recipient("
+	"  message INTEGER NOT NULL,"
+	"  idx INTEGER NOT NULL,"
+	"  address TEXT NOT NULL,"
+	"  state TEXT NOT NULL DEFAULT 'pending',"
+	"  code INTEGER,"
+	"  status TEXT,"
+	"  text TEXT,"
+	"  updated INTEGER,"
+	"  PRIMARY KEY(message, idx));"
+	"CREATE INDEX IF NOT EXISTS recipient_by_address ON recipient(address);"
+	"CREATE TABLE IF NOT EXISTS chunk("
+	"  id INTEGER PRIMARY KEY,"
+	"  message INTEGER NOT NULL,"
+	"  seq INTEGER NOT NULL,"
+	"  data BLOB NOT NULL);"
+	"CREATE UNIQUE INDEX IF NOT EXISTS chunk_by_message ON chunk(message, seq);"
+	"CREATE TABLE IF NOT EXISTS attempt("
+	"  id INTEGER PRIMARY KEY,"
+	"  message INTEGER NOT NULL,"
+	"  time INTEGER NOT NULL,"
+	"  host TEXT,"
+	"  code INTEGER,"
+	"  status TEXT,"
+	"  text TEXT);"
+	"CREATE INDEX IF NOT EXISTS attempt_by_message ON attempt(message, id);";
+
+const char *
+msg_state_name(enum msg_state state)
+{
+	if ((unsigned)state >= MSG_STATE_COUNT)
+		return "unknown";
+	return msg_state_names[state];
+}
+
+int
+msg_state_parse(const char *text, enum msg_state *state)
+{
+	int i;
+
+	for (i = 0; i < MSG_STATE_COUNT; i++) {
+		if (strcmp(text, msg_state_names[i]) == 0) {
+			*state = (enum msg_state)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *
+rcpt_state_name(enum rcpt_state state)
+{
+	if ((unsigned)state > RCPT_FAILED)
+		return "unknown";
+	return rcpt_state_names[state];
+}
+
+/* Record the SQLite error of the last call and describe it with WHAT. */
+static int
+queue_store_fail(struct queue_store *qs, char **errstr, const char *what)
+{
+	int rc = sqlite3_extended_errcode(qs->db);
+
+	qs->last_rc = rc;
+	switch (rc & 0xff) {
+	case SQLITE_FULL:
+		return set_error(errstr, "%s: disk full on the queue %s; free space there",
+		    what, qs->path);
+	case SQLITE_READONLY:
+	case SQLITE_CANTOPEN:
+	case SQLITE_PERM:
+		return set_error(errstr, "%s: queue %s is not writable (%s); check the "
+		    "file system and the permissions", what, qs->path, sqlite3_errmsg(qs->db));
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return set_error(errstr, "%s: queue %s is busy; try again", what, qs->path);
+	case SQLITE_IOERR:
+		if (rc == SQLITE_IOERR_WRITE || rc == SQLITE_IOERR_FSYNC)
+			return set_error(errstr, "%s: write error on the queue %s (%s); check "
+			    "free space and the disk", what, qs->path, sqlite3_errmsg(qs->db));
+		break;
+	default:
+		break;
+	}
+	return set_error(errstr, "%s: queue %s: %s", what, qs->path, sqlite3_errmsg(qs->db));
+}
+
+bool
+queue_store_error_is_space(const struct queue_store *qs)
+{
+	int primary = qs->last_rc & 0xff;
+
+	return primary == SQLITE_FULL || primary == SQLITE_READONLY ||
+	    primary == SQLITE_PERM || primary == SQLITE_IOERR;
+}
+
+static int
+queue_store_exec(struct queue_store *qs, const char *sql, char **errstr)
+{
+	if (sqlite3_exec(qs->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return queue_store_fail(qs, errstr, "database statement failed");
+	return 0;
+}
+
+static sqlite3_stmt *
+queue_store_prepare(struct queue_store *qs, const char *sql, char **errstr)
+{
+	sqlite3_stmt *stmt = NULL;
+
+	/* SQLITE_PREPARE_PERSISTENT: these statements run again and again. */
+	if (sqlite3_prepare_v3(qs->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt,
+	    NULL) != SQLITE_OK) {
+		queue_store_fail(qs, errstr, "cannot prepare a query");
+		return NULL;
+	}
+	return stmt;
+}
+
+/* Create the directory of PATH with mode 0700 when it is missing. */
+static int
+queue_store_make_dir(const char *path, char **errstr)
+{
+	char *dir = xstrdup(path), *slash = strrchr(dir, '/');
+	int rc = 0;
+
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0700) == -1 && errno != EEXIST)
+			rc = set_error(errstr, "cannot create the queue directory %s: %s; "
+			    "create it or change queue.path", dir, strerror(errno));
+	}
+	free(dir);
+	return rc;
+}
+
+static int
+queue_store_migrate(struct queue_store *qs, char **errstr)
+{
+	char sql[128];
+
+	if (queue_store_exec(qs, "BEGIN IMMEDIATE", errstr) == -1)
+		return -1;
+	if (queue_store_exec(qs, queue_schema, errstr) == -1)
+		goto fail;
+	snprintf(sql, sizeof(sql), "INSERT OR IGNORE INTO meta(key, value) "
+	    "VALUES('schema_version', '%d')", QUEUE_SCHEMA_VERSION);
+	if (queue_store_exec(qs, sql, errstr) == -1)
+		goto fail;
+	return queue_store_exec(qs, "COMMIT", errstr);
+
+fail:
+	sqlite3_exec(qs->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+/* Check the schema version so an older relayq never writes a newer queue. */
+static int
+queue_store_check_version(struct queue_store *qs, char **errstr)
+{
+	sqlite3_stmt *stmt = NULL;
+	int version = -1, rc;
+
+	rc = sqlite3_prepare_v2(qs->db,
+	    "SELECT value FROM meta WHERE key = 'schema_version'", -1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		queue_store_fail(qs, errstr, "cannot read the queue schema");
+		return -1;
+	}
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		version = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+
+	if (version != QUEUE_SCHEMA_VERSION)
+		return set_error(errstr, "queue %s has schema version %d, this relayq "
+		    "expects %d; use the matching relayq version", qs->path, version,
+		    QUEUE_SCHEMA_VERSION);
+	return 0;
+}
+
+int
+queue_store_open(const char *path, int flags, struct queue_store **out,
+    char **errstr)
+{
+	struct queue_store *qs;
+	int open_flags, fd;
+
+	*out = NULL;
+	if (flags & QUEUE_STORE_CREATE) {
+		if (queue_store_make_dir(path, errstr) == -1)
+			return -1;
+		/* Create the file ourselves so its mode is 0600 whatever the umask. */
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd == -1)
+			return set_error(errstr, "cannot create the queue %s: %s; check "
+			    "queue.path and the directory's permissions", path, strerror(errno));
+		close(fd);
+	}
+
+	qs = xcalloc(1, sizeof(*qs));
+	qs->path = xstrdup(path);
+	open_flags = (flags & QUEUE_STORE_READONLY) ? SQLITE_OPEN_READONLY :
+	    SQLITE_OPEN_READWRITE;
+	if (sqlite3_open_v2(path, &qs->db, open_flags | SQLITE_OPEN_NOMUTEX,
+	    NULL) != SQLITE_OK) {
+		set_error(errstr, "cannot open the queue %s: %s; check queue.path, "
+		    "or start relayqd once to create it", path,
+		    qs->db != NULL ? sqlite3_errmsg(qs->db) : "out of memory");
+		queue_store_close(qs);
+		return -1;
+	}
+	sqlite3_extended_result_codes(qs->db, 1);
+	sqlite3_busy_timeout(qs->db, 5000);
+
+	if (!(flags & QUEUE_STORE_READONLY)) {
+		if (queue_store_exec(qs, "PRAGMA journal_mode=WAL", errstr) == -1 ||
+		    queue_store_exec(qs, "PRAGMA synchronous=NORMAL", errstr) == -1)
+			goto fail;
+	}
+	if ((flags & QUEUE_STORE_CREATE) && queue_store_migrate(qs, errstr) == -1)
+		goto fail;
+	if (queue_store_check_version(qs, errstr) == -1)
+		goto fail;
+
+	*out = qs;
+	return 0;
+
+fail:
+	queue_store_close(qs);
+	return -1;
+}
+
+void
+queue_store_close(struct queue_store *qs)
+{
+	if (qs == NULL)
+		return;
+	sqlite3_close_v2(qs->db);
+	free(qs->path);
+	free(qs);
+}
+
+sqlite3 *
+queue_store_db(struct queue_store *qs)
+{
+	return qs->db;
+}
+
+int
+queue_store_begin(struct queue_store *qs, bool durable, char **errstr)
+{
+	if (qs->depth > 0)
+		return set_error(errstr, "internal error: nested queue transaction");
+	if (durable && queue_store_exec(qs, "PRAGMA synchronous=FULL", errstr) == -1)
+		return -1;
+	if (queue_store_exec(qs, "BEGIN IMMEDIATE", errstr) == -1) {
+		if (durable)
+			sqlite3_exec(qs->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+		return -1;
+	}
+	qs->depth = 1;
+	return 0;
+}
+
+int
+queue_store_commit(struct queue_store *qs, char **errstr)
+{
+	int rc;
+
+	rc = queue_store_exec(qs, "COMMIT", errstr);
+	if (rc == -1) {
+		/* A failed COMMIT may leave the transaction open: end it. */
+		if (!sqlite3_get_autocommit(qs->db))
+			sqlite3_exec(qs->db, "ROLLBACK", NULL, NULL, NULL);
+	}
+	qs->depth = 0;
+	sqlite3_exec(qs->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+	return rc;
+}
+
+void
+queue_store_rollback(struct queue_store *qs)
+{
+	if (!sqlite3_get_autocommit(qs->db))
+		sqlite3_exec(qs->db, "ROLLBACK", NULL, NULL, NULL);
+	qs->depth = 0;
+	sqlite3_exec(qs->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+}
+
+/* Run a prepared statement that returns no rows, then reset it. */
+static int
+queue_store_step_done(struct queue_store *qs, sqlite3_stmt *stmt, char **errstr,
+    const char *what)
+{
+	int rc = sqlite3_step(stmt);
+
+	if (rc != SQLITE_DONE) {
+		queue_store_fail(qs, errstr, what);
+		sqlite3_reset(stmt);
+		return -1;
+	}
+	sqlite3_reset(stmt);
+	return 0;
+}
+
+int
+queue_store_message_create(struct queue_store *qs, const char *sender,
+    char *const *rcpts, size_t rcpt_count, const char *client, int64_t now,
+    int64_t *id, char **errstr)
+{
+	sqlite3_stmt *msg = NULL, *rcpt = NULL;
+	bool own = qs->depth == 0;
+	size_t i;
+	int rc = -1;
+
+	if (own && queue_store_begin(qs, false, errstr) == -1)
+		return -1;
+
+	msg = queue_store_prepare(qs, "INSERT INTO message(state, sender, created, "
+	    "next_attempt, client) VALUES('receiving', ?1, ?2, ?2, ?3)", errstr);
+	rcpt = queue_store_prepare(qs, "INSERT INTO recipient(message, idx, address) "
+	    "VALUES(?1, ?2, ?3)", errstr);
+	if (msg == NULL || rcpt == NULL)
+		goto done;
+
+	sqlite3_bind_text(msg, 1, sender, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(msg, 2, now);
+	sqlite3_bind_text(msg, 3, client, -1, SQLITE_STATIC);
+	if (queue_store_step_done(qs, msg, errstr, "cannot store a new message") == -1)
+		goto done;
+	*id = sqlite3_last_insert_rowid(qs->db);
+
+	for (i = 0; i < rcpt_count; i++) {
+		sqlite3_bind_int64(rcpt, 1, *id);
+		sqlite3_bind_int64(rcpt, 2, (sqlite3_int64)i);
+		sqlite3_bind_text(rcpt, 3, rcpts[i], -1, SQLITE_STATIC);
+		if (queue_store_step_done(qs, rcpt, errstr,
+		    "cannot store a recipient") == -1)
+			goto done;
+	}
+	rc = 0;
+
+done:
+	sqlite3_finalize(msg);
+	sqlite3_finalize(rcpt);
+	if (own) {
+		if (rc == 0)
+			rc = queue_store_commit(qs, errstr);
+		else
+			queue_store_rollback(qs);
+	}
+	return rc;
+}
+
+int
+queue_store_chunk_append(struct queue_store *qs, int64_t id, int seq,
+    const void *data, size_t len, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	int rc;
+
+	stmt = queue_store_prepare(qs, "INSERT INTO chunk(message, seq, data) "
+	    "VALUES(?1, ?2, ?3)", errstr);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, id);
+	sqlite3_bind_int(stmt, 2, seq);
+	sqlite3_bind_blob(stmt, 3, data, (int)len, SQLITE_STATIC);
+	rc = queue_store_step_done(qs, stmt, errstr, "cannot store message data");
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+int
+queue_store_message_accept(struct queue_store *qs, int64_t id, uint64_t size,
+    const char *message_id, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	int rc;
+
+	stmt = queue_store_prepare(qs, "UPDATE message SET state = 'queued', "
+	    "size = ?2, message_id = ?3 WHERE id = ?1 AND state = 'receiving'", errstr);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, id);
+	sqlite3_bind_int64(stmt, 2, (sqlite3_int64)size);
+	sqlite3_bind_text(stmt, 3, message_id, -1, SQLITE_STATIC);
+	rc = queue_store_step_done(qs, stmt, errstr, "cannot accept a message");
+	if (rc == 0 && sqlite3_changes(qs->db) != 1)
+		rc = set_error(errstr, "message %lld vanished while it was received",
+		    (long long)id);
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+int
+queue_store_message_delete(struct queue_store *qs, int64_t id, char **errstr)
+{
+	static const char *const sql[] = {
+		"DELETE FROM chunk WHERE message = ?1",
+		"DELETE FROM recipient WHERE message = ?1",
+		"DELETE FROM attempt WHERE message = ?1",
+		"DELETE FROM message WHERE id = ?1",
+	};
+	bool own = qs->depth == 0;
+	size_t i;
+	int rc = 0;
+
+	if (own && queue_store_begin(qs, false, errstr) == -1)
+		return -1;
+	for (i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++) {
+		sqlite3_stmt *stmt = queue_store_prepare(qs, sql[i], errstr);
+
+		if (stmt == NULL) {
+			rc = -1;
+			break;
+		}
+		sqlite3_bind_int64(stmt, 1, id);
+		rc = queue_store_step_done(qs, stmt, errstr, "cannot delete a message");
+		sqlite3_finalize(stmt);
+	}
+	if (own) {
+		if (rc == 0)
+			rc = queue_store_commit(qs, errstr);
+		else
+			queue_store_rollback(qs);
+	}
+	return rc;
+}
+
+int
+queue_store_recover(struct queue_store *qs, int *dropped, int *requeued,
+    char **errstr)
+{
+	static const char drop_sql[] =
+		"DELETE FROM chunk WHERE message IN "
+		"  (SELECT id FROM message WHERE state = 'receiving');"
+		"DELETE FROM recipient WHERE message IN "
+		"  (SELECT id FROM message WHERE state = 'receiving');"
+		"DELETE FROM message WHERE state = 'receiving';";
+
+	if (queue_store_begin(qs, true, errstr) == -1)
+		return -1;
+	if (queue_store_exec(qs, drop_sql, errstr) == -1)
+		goto fail;
+	*dropped = sqlite3_changes(qs->db);
+	if (queue_store_exec(qs, "UPDATE message SET state = 'queued' "
+	    "WHERE state = 'sending'", errstr) == -1)
+		goto fail;
+	*requeued = sqlite3_changes(qs->db);
+	return queue_store_commit(qs, errstr);
+
+fail:
+	queue_store_rollback(qs);
+	return -1;
+}
+
+void
+queue_message_free(struct queue_message *msg)
+{
+	size_t i;
+
+	if (msg == NULL)
+		return;
+	for (i = 0; i < msg->rcpt_count; i++) {
+		free(msg->rcpts[i].address);
+		free(msg->rcpts[i].text);
+	}
+	free(msg->rcpts);
+	free(msg->sender);
+	free(msg->message_id);
+	free(msg);
+}
+
+static const char *
+queue_due_condition(bool include_uncertain)
+{
+	/* queued messages are due at once; the others when next_attempt has come. */
+	return include_uncertain ?
+	    "(state = 'queued' OR (state IN ('deferred', 'uncertain') AND next_attempt <= ?1))" :
+	    "(state = 'queued' OR (state = 'deferred' AND next_attempt <= ?1))";
+}
+
+static int
+queue_store_load_recipients(struct queue_store *qs, struct queue_message *msg,
+    char **errstr)
+{
+	sqlite3_stmt *stmt;
+	size_t cap = 4;
+	int rc;
+
+	stmt = queue_store_prepare(qs, "SELECT idx, address FROM recipient "
+	    "WHERE message = ?1 AND state = 'pending' ORDER BY idx", errstr);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, msg->id);
+	msg->rcpts = xcalloc(cap, sizeof(*msg->rcpts));
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		struct queue_recipient *r;
+
+		if (msg->rcpt_count == cap) {
+			cap *= 2;
+			msg->rcpts = xrealloc(msg->rcpts, cap * sizeof(*msg->rcpts));
+		}
+		r = &msg->rcpts[msg->rcpt_count++];
+		memset(r, 0, sizeof(*r));
+		r->idx = sqlite3_column_int(stmt, 0);
+		r->address = xstrdup((const char *)sqlite3_column_text(stmt, 1));
+		r->state = RCPT_PENDING;
+	}
+	if (rc != SQLITE_DONE)
+		queue_store_fail(qs, errstr, "cannot read recipients");
+	sqlite3_finalize(stmt);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int
+queue_store_count_failed(struct queue_store *qs, struct queue_message *msg,
+    char **errstr)
+{
+	sqlite3_stmt *stmt;
+	int rc = -1;
+
+	stmt = queue_store_prepare(qs, "SELECT count(*) FROM recipient "
+	    "WHERE message = ?1 AND state = 'failed'", errstr);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, msg->id);
+	if (sqlite3_step(stmt) == SQLITE_ROW) {
+		msg->failed_before = sqlite3_column_int(stmt, 0);
+		rc = 0;
+	} else {
+		queue_store_fail(qs, errstr, "cannot read recipients");
+	}
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+static struct queue_message *
+queue_message_from_row(sqlite3_stmt *stmt)
+{
+	struct queue_message *msg = xcalloc(1, sizeof(*msg));
+	const char *message_id = (const char *)sqlite3_column_text(stmt, 2);
+
+	msg->id = sqlite3_column_int64(stmt, 0);
+	msg->sender = xstrdup((const char *)sqlite3_column_text(stmt, 1));
+	msg->message_id = message_id != NULL ? xstrdup(message_id) : NULL;
+	msg->size = (uint64_t)sqlite3_column_int64(stmt, 3);
+	msg->created = sqlite3_column_int64(stmt, 4);
+	msg->attempt_count = sqlite3_column_int(stmt, 5);
+	msg_state_parse((const char *)sqlite3_column_text(stmt, 6),
+	    &msg->previous_state);
+	return msg;
+}
+
+int
+queue_store_claim_due(struct queue_store *qs, int64_t now, bool include_uncertain,
+    struct queue_message **out, char **errstr)
+{
+	struct queue_message *msg = NULL;
+	sqlite3_stmt *stmt = NULL, *claim = NULL;
+	char *sql;
+	bool own = qs->depth == 0;
+	int rc = -1, step;
+
+	*out = NULL;
+	if (own && queue_store_begin(qs, false, errstr) == -1)
+		return -1;
+
+	sql = xasprintf("SELECT id, sender, message_id, size, created, attempt_count, "
+	    "state FROM message WHERE %s ORDER BY id LIMIT 1",
+	    queue_due_condition(include_uncertain));
+	stmt = queue_store_prepare(qs, sql, errstr);
+	free(sql);
+	if (stmt == NULL)
+		goto done;
+	sqlite3_bind_int64(stmt, 1, now);
+	step = sqlite3_step(stmt);
+	if (step == SQLITE_DONE) {
+		rc = 0;
+		goto done;
+	}
+	if (step != SQLITE_ROW) {
+		queue_store_fail(qs, errstr, "cannot look for due messages");
+		goto done;
+	}
+	msg = queue_message_from_row(stmt);
+
+	claim = queue_store_prepare(qs, "UPDATE message SET state = 'sending' "
+	    "WHERE id = ?1", errstr);
+	if (claim == NULL)
+		goto done;
+	sqlite3_bind_int64(claim, 1, msg->id);
+	if (queue_store_step_done(qs, claim, errstr, "cannot claim a message") == -1)
+		goto done;
+	if (queue_store_load_recipients(qs, msg, errstr) == -1)
+		goto done;
+	if (queue_store_count_failed(qs, msg, errstr) == -1)
+		goto done;
+	rc = 1;
+
+done:
+	sqlite3_finalize(stmt);
+	sqlite3_finalize(claim);
+	if (own) {
+		if (rc >= 0 && queue_store_commit(qs, errstr) == -1)
+			rc = -1;
+		else if (rc < 0)
+			queue_store_rollback(qs);
+	}
+	if (rc == 1)
+		*out = msg;
+	else
+		queue_message_free(msg);
+	return rc;
+}
+
+int
+queue_store_count_due(struct queue_store *qs, int64_t now, bool include_uncertain,
+    int64_t *count, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	char *sql;
+	int rc = -1;
+
+	sql = xasprintf("SELECT count(*) FROM message WHERE %s",
+	    queue_due_condition(include_uncertain));
+	stmt = queue_store_prepare(qs, sql, errstr);
+	free(sql);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now);
+	if (sqlite3_step(stmt) == SQLITE_ROW) {
+		*count = sqlite3_column_int64(stmt, 0);
+		rc = 0;
+	} else {
+		queue_store_fail(qs, errstr, "cannot count due messages");
+	}
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+int
+queue_store_next_due(struct queue_store *qs, bool include_uncertain,
+    int64_t *when, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	int rc = -1;
+
+	stmt = queue_store_prepare(qs, include_uncertain ?
+	    "SELECT min(next_attempt) FROM message WHERE state IN ('deferred', 'uncertain')" :
+	    "SELECT min(next_attempt) FROM message WHERE state = 'deferred'", errstr);
+	if (stmt == NULL)
+		return -1;
+	if (sqlite3_step(stmt) == SQLITE_ROW) {
+		if (sqlite3_column_type(stmt, 0) == SQLITE_NULL) {
+			rc = 0;
+		} else {
+			*when = sqlite3_column_int64(stmt, 0);
+			rc = 1;
+		}
+	} else {
+		queue_store_fail(qs, errstr, "cannot find the next due message");
+	}
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+int
+queue_store_chunk_read(struct queue_store *qs, int64_t id, int seq,
+    struct evbuffer *out, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	int rc = -1, step;
+
+	stmt = queue_store_prepare(qs, "SELECT data FROM chunk "
+	    "WHERE message = ?1 AND seq = ?2", errstr);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, id);
+	sqlite3_bind_int(stmt, 2, seq);
+	step = sqlite3_step(stmt);
+	if (step == SQLITE_ROW) {
+		const void *data = sqlite3_column_blob(stmt, 0);
+		int len = sqlite3_column_bytes(stmt, 0);
+
+		if (len > 0 && evbuffer_add(out, data, (size_t)len) == -1)
+			set_error(errstr, "out of memory reading message %lld",
+			    (long long)id);
+		else
+			rc = 1;
+	} else if (step == SQLITE_DONE) {
+		rc = 0;
+	} else {
+		queue_store_fail(qs, errstr, "cannot read message data");
+	}
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+static int
+queue_store_update_recipients(struct queue_store *qs,
+    const struct queue_message *msg, int64_t now, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	size_t i;
+	int rc = 0;
+
+	stmt = queue_store_prepare(qs, "UPDATE recipient SET state = ?3, code = ?4, "
+	    "status = ?5, text = ?6, updated = ?7 WHERE message = ?1 AND idx = ?2", errstr);
+	if (stmt == NULL)
+		return -1;
+	for (i = 0; i < msg->rcpt_count && rc == 0; i++) {
+		const struct queue_recipient *r = &msg->rcpts[i];
+
+		/* A recipient that was never tried keeps its previous result. */
+		if (r->code == 0 && r->text == NULL && r->state == RCPT_PENDING)
+			continue;
+		sqlite3_bind_int64(stmt, 1, msg->id);
+		sqlite3_bind_int(stmt, 2, r->idx);
+		sqlite3_bind_text(stmt, 3, rcpt_state_name(r->state), -1, SQLITE_STATIC);
+		if (r->code != 0)
+			sqlite3_bind_int(stmt, 4, r->code);
+		else
+			sqlite3_bind_null(stmt, 4);
+		sqlite3_bind_text(stmt, 5, r->status, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 6, r->text, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 7, now);
+		rc = queue_store_step_done(qs, stmt, errstr, "cannot store a recipient result");
+		sqlite3_clear_bindings(stmt);
+	}
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+static int
+queue_store_insert_attempt(struct queue_store *qs, int64_t id,
+    const struct queue_attempt *attempt, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	int rc;
+
+	stmt = queue_store_prepare(qs, "INSERT INTO attempt(message, time, host, "
+	    "code, status, text) VALUES(?1, ?2, ?3, ?4, ?5, ?6)", errstr);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, id);
+	sqlite3_bind_int64(stmt, 2, attempt->time);
+	sqlite3_bind_text(stmt, 3, attempt->host, -1, SQLITE_STATIC);
+	if (attempt->code != 0)
+		sqlite3_bind_int(stmt, 4, attempt->code);
+	else
+		sqlite3_bind_null(stmt, 4);
+	sqlite3_bind_text(stmt, 5, attempt->status, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 6, attempt->text, -1, SQLITE_STATIC);
+	rc = queue_store_step_done(qs, stmt, errstr, "cannot store a delivery attempt");
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+int
+queue_store_finish(struct queue_store *qs, const struct queue_message *msg,
+    enum msg_state state, int64_t next_attempt, const char *last_error,
+    const char *final_reply, const struct queue_attempt *attempt, char **errstr)
+{
+	sqlite3_stmt *stmt = NULL;
+	bool own = qs->depth == 0;
+	int rc = -1;
+
+	if (own && queue_store_begin(qs, true, errstr) == -1)
+		return -1;
+	if (queue_store_update_recipients(qs, msg, attempt->time, errstr) == -1)
+		goto done;
+	if (queue_store_insert_attempt(qs, msg->id, attempt, errstr) == -1)
+		goto done;
+
+	stmt = queue_store_prepare(qs, "UPDATE message SET state = ?2, "
+	    "next_attempt = ?3, attempt_count = attempt_count + 1, last_error = ?4, "
+	    "final_reply = coalesce(?5, final_reply), "
+	    "sent_at = CASE WHEN ?2 = 'sent' THEN ?6 ELSE sent_at END "
+	    "WHERE id = ?1", errstr);
+	if (stmt == NULL)
+		goto done;
+	sqlite3_bind_int64(stmt, 1, msg->id);
+	sqlite3_bind_text(stmt, 2, msg_state_name(state), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, next_attempt);
+	sqlite3_bind_text(stmt, 4, last_error, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 5, final_reply, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 6, attempt->time);
+	rc = queue_store_step_done(qs, stmt, errstr, "cannot store a delivery result");
+
+done:
+	sqlite3_finalize(stmt);
+	if (own) {
+		if (rc == 0)
+			rc = queue_store_commit(qs, errstr);
+		else
+			queue_store_rollback(qs);
+	}
+	return rc;
+}

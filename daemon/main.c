@@ -1,0 +1,202 @@
+/*
+ * relayqd: start-up, signals and shutdown. Everything runs in one
+ * libevent loop; SQLite calls are short and made from that loop.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "intake.h"
+#include "listener.h"
+#include "log.h"
+#include "relayqd.h"
+#include "scheduler.h"
+#include "smtp_server.h"
+#include "util.h"
+
+/* Time sessions get to finish their transaction after SIGTERM. */
+#define RELAYQD_SHUTDOWN_GRACE 20
+
+struct relayqd relayqd;
+
+static struct event *shutdown_timer;
+
+static void
+usage(FILE *out)
+{
+	fprintf(out, "usage: relayqd [-c FILE] [-f] [--check-config] [--version]\n"
+	    "  -c FILE          configuration file (default %s)\n"
+	    "  -f               stay in the foreground and log to stderr\n"
+	    "  --check-config   validate the configuration and exit\n"
+	    "  --version        print the version and exit\n",
+	    config_default_path());
+}
+
+static void
+relayqd_check_done(evutil_socket_t fd, short what, void *arg)
+{
+	if (smtp_server_sessions() == 0 && scheduler_sessions() == 0)
+		event_base_loopexit(relayqd.base, NULL);
+}
+
+static void
+relayqd_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	log_warning("event=shutdown_deadline smtp_sessions=%d delivery_sessions=%d",
+	    smtp_server_sessions(), scheduler_sessions());
+	smtp_server_abort_all();
+	scheduler_stop(true);
+	event_base_loopexit(relayqd.base, NULL);
+}
+
+static void
+relayqd_signal(evutil_socket_t sig, short what, void *arg)
+{
+	static struct event *poll_timer;
+	struct timeval grace = { RELAYQD_SHUTDOWN_GRACE, 0 }, tick = { 0, 100000 };
+
+	if (relayqd.stopping)
+		return;
+	log_info("event=stopping signal=%d", (int)sig);
+	relayqd.stopping = true;
+	listener_stop();
+	smtp_server_shutdown();
+	scheduler_stop(false);
+
+	shutdown_timer = evtimer_new(relayqd.base, relayqd_deadline, NULL);
+	evtimer_add(shutdown_timer, &grace);
+	/* Sessions end through many paths; checking a few times a second is simplest. */
+	poll_timer = event_new(relayqd.base, -1, EV_PERSIST, relayqd_check_done, NULL);
+	event_add(poll_timer, &tick);
+}
+
+static int
+relayqd_open_queue(char **errstr)
+{
+	int dropped = 0, requeued = 0;
+
+	if (queue_store_open(relayqd.config->queue_path, QUEUE_STORE_CREATE,
+	    &relayqd.store, errstr) == -1)
+		return -1;
+	if (queue_store_recover(relayqd.store, &dropped, &requeued, errstr) == -1)
+		return -1;
+	if (dropped > 0 || requeued > 0)
+		log_info("event=recovered dropped_unacknowledged=%d requeued=%d",
+		    dropped, requeued);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "check-config", no_argument, NULL, 'C' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_path = NULL;
+	bool check_only = false;
+	struct event *sigterm, *sigint;
+	char *error = NULL;
+	int ch;
+
+	log_init("relayqd", LOG_LEVEL_INFO);
+	while ((ch = getopt_long(argc, argv, "c:fh", options, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'f':
+			/* Logging always goes to stderr; -f only keeps the process in front. */
+			break;
+		case 'C':
+			check_only = true;
+			break;
+		case 'V':
+			printf("relayqd %s\n", RELAYQ_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (config_path == NULL)
+		config_path = config_default_path();
+
+	if (config_load(config_path, &relayqd.config, &error) == -1) {
+		fprintf(stderr, "relayqd: %s\n", error);
+		return EX_CONFIG;
+	}
+	if (check_only) {
+		printf("%s: configuration is valid\n", config_path);
+		return 0;
+	}
+	log_set_level(relayqd.config->log_level);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (relayqd_open_queue(&error) == -1) {
+		log_error("event=start_failed error=\"%s\"", error);
+		return EX_UNAVAILABLE;
+	}
+
+	relayqd.base = event_base_new();
+	if (relayqd.base == NULL)
+		fatal("cannot create the event loop");
+	relayqd.dns = evdns_base_new(relayqd.base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+	    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (relayqd.dns == NULL) {
+		/* No resolv.conf: numeric hosts and the hosts file still work. */
+		relayqd.dns = evdns_base_new(relayqd.base, 0);
+		if (relayqd.dns == NULL)
+			fatal("cannot create the DNS resolver");
+	}
+
+	if (intake_init() == -1)
+		fatal("cannot create the intake events");
+	if (scheduler_init(&error) == -1) {
+		log_error("event=start_failed error=\"%s\"", error);
+		return EX_CONFIG;
+	}
+	if (listener_start(&error) == -1) {
+		log_error("event=start_failed error=\"%s\"", error);
+		return EX_UNAVAILABLE;
+	}
+
+	sigterm = evsignal_new(relayqd.base, SIGTERM, relayqd_signal, NULL);
+	sigint = evsignal_new(relayqd.base, SIGINT, relayqd_signal, NULL);
+	evsignal_add(sigterm, NULL);
+	evsignal_add(sigint, NULL);
+
+	log_info("event=started version=%s config=%s queue=%s smarthost=%s:%d tls=%s",
+	    RELAYQ_VERSION, config_path, relayqd.config->queue_path,
+	    relayqd.config->smarthost.host, relayqd.config->smarthost.port,
+	    tls_mode_name(relayqd.config->smarthost.tls));
+	event_base_dispatch(relayqd.base);
+
+	intake_shutdown();
+	scheduler_free();
+	event_free(sigterm);
+	event_free(sigint);
+	if (shutdown_timer != NULL)
+		event_free(shutdown_timer);
+	queue_store_close(relayqd.store);
+	log_info("event=stopped");
+	config_free(relayqd.config);
+	return 0;
+}
