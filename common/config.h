@@ -87,6 +87,7 @@ struct config {
 	struct config_listen *listen;	/* default 127.0.0.1:25 */
 	size_t listen_count;
 	char *pickup_path;		/* NULL: no pickup directory */
+	char *control_socket;		/* default: relayqd.sock beside the queue */
 	struct config_smarthost smarthost;
 	struct config_retry retry;
 	struct config_smtpd smtpd;

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "control_server.h"
 #include "intake.h"
 #include "listener.h"
 #include "log.h"
@@ -178,6 +179,11 @@ main(int argc, char **argv)
 		return EX_UNAVAILABLE;
 	}
 
+	if (control_server_start(&error) == -1) {
+		log_error("event=start_failed error=\"%s\"", error);
+		return EX_UNAVAILABLE;
+	}
+
 	sigterm = evsignal_new(relayqd.base, SIGTERM, relayqd_signal, NULL);
 	sigint = evsignal_new(relayqd.base, SIGINT, relayqd_signal, NULL);
 	evsignal_add(sigterm, NULL);
@@ -190,6 +196,7 @@ main(int argc, char **argv)
 	event_base_dispatch(relayqd.base);
 
 	intake_shutdown();
+	control_server_stop();
 	scheduler_free();
 	event_free(sigterm);
 	event_free(sigint);
