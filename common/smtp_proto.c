@@ -250,20 +250,36 @@ smtp_reply_parser_take(struct smtp_reply_parser *p, struct smtp_reply *out)
 }
 
 char *
+smtp_reply_text_line(const struct smtp_reply *reply)
+{
+	const char *text = reply->text != NULL ? reply->text : "";
+	size_t extra = 0, i, j = 0;
+	char *out;
+
+	for (i = 0; text[i] != '\0'; i++)
+		if (text[i] == '\n')
+			extra += 2;
+	out = xmalloc(i + extra + 1);
+	for (i = 0; text[i] != '\0'; i++) {
+		if (text[i] == '\n') {
+			memcpy(out + j, " / ", 3);
+			j += 3;
+		} else {
+			out[j++] = text[i];
+		}
+	}
+	out[j] = '\0';
+	return out;
+}
+
+char *
 smtp_reply_format(const struct smtp_reply *reply)
 {
-	char *out, *q;
+	char *text = smtp_reply_text_line(reply), *out;
 
 	out = xasprintf("%d%s%s %s", reply->code, reply->status[0] ? " " : "",
-	    reply->status, reply->text != NULL ? reply->text : "");
-	/* Keep the result on one line: continuation lines are joined with " / ". */
-	while ((q = strchr(out, '\n')) != NULL) {
-		size_t head = (size_t)(q - out);
-		char *joined = xasprintf("%.*s / %s", (int)head, out, q + 1);
-
-		free(out);
-		out = joined;
-	}
+	    reply->status, text);
+	free(text);
 	return out;
 }
 

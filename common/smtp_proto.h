@@ -98,6 +98,9 @@ void smtp_reply_clear(struct smtp_reply *reply);
  */
 char *smtp_reply_format(const struct smtp_reply *reply);
 
+/* The reply's text alone on one line, lines joined by " / ". Allocated. */
+char *smtp_reply_text_line(const struct smtp_reply *reply);
+
 /* Class of a reply code: 2, 3, 4 or 5; 0 for an invalid code. */
 int smtp_reply_class(int code);
 

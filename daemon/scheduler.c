@@ -121,6 +121,26 @@ scheduler_set_all(struct queue_message *msg, enum rcpt_state state,
 	}
 }
 
+/* The first recipient result that is not a success, as "code status text". */
+static char *
+scheduler_recipient_error(const struct queue_message *msg)
+{
+	size_t i;
+
+	for (i = 0; i < msg->rcpt_count; i++) {
+		const struct queue_recipient *r = &msg->rcpts[i];
+
+		if (r->state == RCPT_SENT || (r->code == 0 && r->text == NULL))
+			continue;
+		if (r->code == 0)
+			return xasprintf("<%s>: %s", r->address, r->text);
+		return xasprintf("<%s>: %d%s%s %s", r->address, r->code,
+		    r->status[0] != '\0' ? " " : "", r->status,
+		    r->text != NULL ? r->text : "");
+	}
+	return NULL;
+}
+
 /*
  * Store the result of one attempt on MSG and log it. REASON is the
  * one-line description (the reply or the local error).
@@ -132,13 +152,11 @@ scheduler_record(struct queue_message *msg, enum delivery_status status,
 	struct queue_attempt attempt;
 	enum msg_state state;
 	int64_t now = now_seconds(), next = now;
-	char *error = NULL, *escaped;
+	char *error = NULL, *store_error = NULL, *escaped, *attempt_text;
+	char *rcpt_error = NULL;
 	const char *final_reply = NULL;
 
 	switch (status) {
-	case DELIVERY_DONE:
-		state = scheduler_outcome(msg, now, reason);
-		break;
 	case DELIVERY_PERMFAIL:
 		scheduler_set_all(msg, RCPT_FAILED, reply, reason);
 		state = MSG_FAILED;
@@ -146,12 +164,19 @@ scheduler_record(struct queue_message *msg, enum delivery_status status,
 	case DELIVERY_UNCERTAIN:
 		state = MSG_UNCERTAIN;
 		break;
+	case DELIVERY_DONE:
 	case DELIVERY_TEMPFAIL:
 	default:
 		state = scheduler_outcome(msg, now, reason);
 		break;
 	}
 
+	/* A transaction that ran but left recipients behind: say which and why. */
+	if (status == DELIVERY_DONE && state != MSG_SENT) {
+		rcpt_error = scheduler_recipient_error(msg);
+		if (rcpt_error != NULL)
+			reason = rcpt_error;
+	}
 	if (state == MSG_DEFERRED || state == MSG_UNCERTAIN)
 		next = now + scheduler_backoff(relayqd.config->retry.initial,
 		    relayqd.config->retry.max, msg->attempt_count + 1);
@@ -160,18 +185,20 @@ scheduler_record(struct queue_message *msg, enum delivery_status status,
 	else
 		error = xstrdup(reason);
 
+	attempt_text = reply != NULL && status != DELIVERY_UNCERTAIN ?
+	    smtp_reply_text_line(reply) : xstrdup(reason);
 	attempt.time = now;
 	attempt.host = host;
 	attempt.code = reply != NULL ? reply->code : 0;
 	attempt.status = reply != NULL ? reply->status : "";
-	attempt.text = reason;
+	attempt.text = attempt_text;
 	if (queue_store_finish(relayqd.store, msg, state, next, error, final_reply,
-	    &attempt, &error) == -1) {
+	    &attempt, &store_error) == -1) {
 		/* The message stays "sending" on disk and is retried after a restart. */
 		log_error("msg=%lld event=store_failed error=\"%s\"", (long long)msg->id,
-		    error);
-		free(error);
-		return;
+		    store_error);
+		free(store_error);
+		goto done;
 	}
 
 	escaped = log_escape(reason, strlen(reason));
@@ -189,6 +216,10 @@ scheduler_record(struct queue_message *msg, enum delivery_status status,
 		    (long long)msg->id, state == MSG_SENT ? "sent" : "failed", host,
 		    msg->attempt_count + 1, escaped);
 	free(escaped);
+
+done:
+	free(attempt_text);
+	free(rcpt_error);
 	free(error);
 }
 
