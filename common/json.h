@@ -1,11 +1,12 @@
 /*
  * A streaming JSON writer to a stdio stream. The writer places commas,
  * colons and (with JSON_PRETTY) line breaks and indentation itself, so
- * callers only state the structure. Strings are written as UTF-8: valid
+ * callers only state the structure. Strings are written as UTF-8. Valid
  * sequences pass through, invalid bytes become U+FFFD, and control
- * characters (C0, DEL and C1) and U+2028/U+2029 are escaped. Misuse such as a value in an
- * object without a key is a broken invariant and aborts via fatal().
- * Write errors are left in the stream's error flag for the caller to check.
+ * characters (C0, DEL and C1) and U+2028/U+2029 are escaped. Misuse,
+ * such as a value in an object without a key, is a broken invariant and
+ * aborts via fatal(). Write errors are left in the stream's error flag
+ * for the caller to check.
  */
 #ifndef RELAYQ_JSON_H
 #define RELAYQ_JSON_H
@@ -21,7 +22,7 @@ enum json_flags {
 
 struct json_writer;
 
-/* Create a writer to FP; a newline follows each complete top-level value. */
+/* Create a writer to FP. A newline follows each complete top-level value. */
 struct json_writer *json_writer_new(FILE *fp, int flags);
 void json_writer_free(struct json_writer *w);
 
@@ -30,10 +31,10 @@ void json_object_end(struct json_writer *w);
 void json_array_begin(struct json_writer *w);
 void json_array_end(struct json_writer *w);
 
-/* Write the name of the next object member; a value must follow. */
+/* Write the name of the next object member. A value must follow. */
 void json_key(struct json_writer *w, const char *key);
 
-/* Write a string value; a NULL S writes null. */
+/* Write a string value, or null when S is NULL. */
 void json_string(struct json_writer *w, const char *s);
 void json_string_len(struct json_writer *w, const char *s, size_t len);
 
@@ -43,13 +44,14 @@ void json_null(struct json_writer *w);
 
 /*
  * Write one string value in pieces. The pieces may split a UTF-8 sequence
- * anywhere; an incomplete sequence left at json_string_end() becomes U+FFFD.
+ * anywhere, and an incomplete sequence left at json_string_end() becomes
+ * U+FFFD.
  */
 void json_string_begin(struct json_writer *w);
 void json_string_append(struct json_writer *w, const void *data, size_t len);
 void json_string_end(struct json_writer *w);
 
-/* Write one string value holding the base64 (RFC 4648) encoding of bytes given in pieces. */
+/* Write the base64 (RFC 4648) encoding of bytes given in pieces. */
 void json_base64_begin(struct json_writer *w);
 void json_base64_append(struct json_writer *w, const void *data, size_t len);
 void json_base64_end(struct json_writer *w);
@@ -71,7 +73,7 @@ enum json_utf8_result {
 enum json_utf8_result json_utf8_scan(const unsigned char *s, size_t len,
     size_t *seqlen, uint32_t *codepoint);
 
-/* Checks whether a byte stream given in pieces is valid UTF-8. */
+/* Incremental UTF-8 validation of a byte stream given in pieces. */
 struct json_utf8_check {
 	unsigned char pending[4];	/* a truncated sequence from the previous piece */
 	size_t pending_len;
