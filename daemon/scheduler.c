@@ -319,14 +319,8 @@ scheduler_closed(void *arg, struct smtp_client *client, enum smtp_failure failur
 	host = s->host;
 
 	if (failure != SMTP_FAILURE_NONE && delivered == 0 && !relayqd.stopping) {
-		if (reply != NULL && reply->code != 0) {
-			char *formatted = smtp_reply_format(reply);
-
-			reason = xasprintf("%s (%s)", error, formatted);
-			free(formatted);
-		} else {
-			reason = xstrdup(error != NULL ? error : "session failed");
-		}
+		/* The client's error text already quotes the server's reply. */
+		reason = xstrdup(error != NULL ? error : "session failed");
 		if (s->endpoint + 1 < sched.endpoint_count) {
 			sched.endpoint_next = s->endpoint + 1;
 			log_warning("event=endpoint_failed host=%s error=\"%s\" next=%s:%d",
@@ -461,7 +455,7 @@ scheduler_stop(bool abort)
 	sched.stopping = true;
 	if (sched.timer != NULL)
 		evtimer_del(sched.timer);
-	/* smtp_client_stop may call closed() at once, which unlinks S. */
+	/* closed() runs on a later loop round, but NEXT is taken first all the same. */
 	for (s = LIST_FIRST(&sched.sessions); s != NULL; s = next) {
 		next = LIST_NEXT(s, entry);
 		smtp_client_stop(s->client, abort);

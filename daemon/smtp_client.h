@@ -79,6 +79,8 @@ struct smtp_client_callbacks {
  * TLS_CTX is the client context from tls_client_ctx_new(). QS is used to
  * read message bodies chunk by chunk. Returns NULL only when out of
  * resources (with *ERRSTR set); connection failures arrive via closed().
+ * The callbacks run from the event loop, never inside this call or
+ * inside smtp_client_stop().
  */
 struct smtp_client *smtp_client_start(struct event_base *base,
     struct evdns_base *dns, struct ssl_ctx_st *tls_ctx,
