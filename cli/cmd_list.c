@@ -1,4 +1,7 @@
-/* relayq list: one table line or JSON object per message, oldest first. */
+/*
+ * relayq list: one table line or JSON object per message, oldest first,
+ * optionally filtered by state, recipient, sender and age, and paged.
+ */
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -56,26 +59,97 @@ struct cmd_list_message {
 struct cmd_list_reader {
 	sqlite3_stmt *stmt;
 	int step_rc;		/* result of the last sqlite3_step() */
+	int64_t limit;		/* messages to return; 0: all */
+	int64_t count;		/* messages returned so far */
+	bool more;		/* the limit left matching messages out */
 };
 
-/*
- * ?1 is NULL for the default listing (everything but sent), 'all', or a
- * state name. Messages still being received are never listed.
- */
-static const char cmd_list_sql[] =
-    "SELECT m.id, m.state, m.sender, m.size, m.created, m.next_attempt,"
-    "  m.attempt_count, m.last_error, r.address"
-    " FROM message AS m LEFT JOIN recipient AS r ON r.message = m.id"
-    " WHERE m.state <> 'receiving'"
-    "  AND (?1 = 'all' OR (?1 IS NULL AND m.state <> 'sent') OR m.state = ?1)"
-    " ORDER BY m.id, r.idx";
+struct cmd_list_filter {
+	const char *state_text;	/* as given, for messages */
+	int state;		/* a state, -1 for all, -2 for all but sent */
+	char *to;		/* a LIKE pattern; NULL: any */
+	char *from;		/* a LIKE pattern; NULL: any */
+	bool has_since;
+	int64_t since;
+	int64_t limit;		/* 0: no limit */
+	int64_t offset;
+};
+
+#define CMD_LIST_ALL (-1)
+#define CMD_LIST_DEFAULT (-2)
 
 static const struct option cmd_list_options[] = {
 	{ "state", required_argument, NULL, 's' },
+	{ "to", required_argument, NULL, 't' },
+	{ "from", required_argument, NULL, 'f' },
+	{ "since", required_argument, NULL, 'S' },
+	{ "limit", required_argument, NULL, 'l' },
+	{ "offset", required_argument, NULL, 'o' },
 	{ "json", no_argument, NULL, 'j' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
+
+/*
+ * Build the query for FILTER. The parameters are ?1 the state, ?2 the
+ * --to text, ?3 the --from text, ?4 --since, ?5 the row limit and ?6 the
+ * offset. The filters select messages in a subquery, so that LIMIT and
+ * OFFSET count messages, not recipients. The default listing names the
+ * states it wants, so SQLite reads them from the state index instead of
+ * scanning every sent message. Messages still being received are never
+ * listed.
+ */
+static char *
+cmd_list_sql(const struct cmd_list_filter *filter)
+{
+	const char *state, *to;
+
+	if (filter->state == CMD_LIST_ALL)
+		state = "state <> 'receiving'";
+	else if (filter->state == CMD_LIST_DEFAULT)
+		state = "state IN ('queued', 'deferred', 'sending', 'held', "
+		    "'uncertain', 'failed')";
+	else
+		state = "state = ?1";
+
+	/*
+	 * Sent messages can be most of the queue: reading the recipient table
+	 * once is faster than a lookup per message, which is faster for the
+	 * few messages in the other states.
+	 */
+	if (filter->to == NULL)
+		to = "";
+	else if (filter->state == CMD_LIST_ALL || filter->state == MSG_SENT)
+		to = " AND id IN (SELECT message FROM recipient"
+		    " WHERE address LIKE ?2 ESCAPE '\\')";
+	else
+		to = " AND EXISTS (SELECT 1 FROM recipient AS t"
+		    " WHERE t.message = message.id AND t.address LIKE ?2 ESCAPE '\\')";
+
+	return xasprintf("SELECT m.id, m.state, m.sender, m.size, m.created,"
+	    " m.next_attempt, m.attempt_count, m.last_error, r.address"
+	    " FROM (SELECT id, state, sender, size, created, next_attempt,"
+	    " attempt_count, last_error FROM message WHERE %s%s%s%s"
+	    " ORDER BY id LIMIT ?5 OFFSET ?6) AS m"
+	    " LEFT JOIN recipient AS r ON r.message = m.id"
+	    " ORDER BY m.id, r.idx", state, to,
+	    filter->from != NULL ? " AND sender LIKE ?3 ESCAPE '\\'" : "",
+	    filter->has_since ? " AND created >= ?4" : "");
+}
+
+static void
+cmd_list_bind(sqlite3_stmt *stmt, const struct cmd_list_filter *filter)
+{
+	if (filter->state >= 0)
+		sqlite3_bind_text(stmt, 1, msg_state_name((enum msg_state)filter->state),
+		    -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, filter->to, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 3, filter->from, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 4, filter->since);
+	/* One message more than asked shows whether the limit cut the list. */
+	sqlite3_bind_int64(stmt, 5, filter->limit > 0 ? filter->limit + 1 : -1);
+	sqlite3_bind_int64(stmt, 6, filter->offset);
+}
 
 static void
 cmd_list_message_clear(struct cmd_list_message *msg)
@@ -114,6 +188,11 @@ cmd_list_read(struct cmd_list_reader *reader, struct cmd_list_message *msg)
 		return 0;
 	if (reader->step_rc != SQLITE_ROW)
 		return -1;
+	if (reader->limit > 0 && reader->count == reader->limit) {
+		reader->more = true;
+		return 0;
+	}
+	reader->count++;
 
 	msg->id = sqlite3_column_int64(stmt, 0);
 	msg->state = cmd_list_column_strdup(stmt, 1);
@@ -210,6 +289,8 @@ cmd_list_json(struct cmd_list_reader *reader)
 	/* After an error the document stays unfinished, so no parser accepts it. */
 	if (rc == 0) {
 		json_array_end(w);
+		json_key(w, "more");
+		json_bool(w, reader->more);
 		json_object_end(w);
 	}
 	json_writer_free(w);
@@ -346,18 +427,22 @@ cmd_list_table_print(const struct cmd_list_table *table)
 }
 
 static void
-cmd_list_print_empty(const char *state)
+cmd_list_print_empty(const struct cmd_list_filter *filter)
 {
-	if (state == NULL)
+	if (filter->to != NULL || filter->from != NULL || filter->has_since ||
+	    filter->offset > 0)
+		printf("No messages match.\n");
+	else if (filter->state == CMD_LIST_DEFAULT)
 		printf("No messages (sent messages are listed with --state sent).\n");
-	else if (strcmp(state, "all") == 0)
+	else if (filter->state == CMD_LIST_ALL)
 		printf("No messages.\n");
 	else
-		printf("No messages in state %s.\n", state);
+		printf("No messages in state %s.\n", filter->state_text);
 }
 
 static int
-cmd_list_table(struct cmd_list_reader *reader, const char *state)
+cmd_list_table(struct cmd_list_reader *reader,
+    const struct cmd_list_filter *filter)
 {
 	struct cmd_list_table table;
 	struct cmd_list_message msg;
@@ -376,9 +461,12 @@ cmd_list_table(struct cmd_list_reader *reader, const char *state)
 		cmd_list_table_message(&table, &msg, now);
 
 	if (rc == 0 && table.count == 1)
-		cmd_list_print_empty(state);
+		cmd_list_print_empty(filter);
 	else if (rc == 0)
 		cmd_list_table_print(&table);
+	if (rc == 0 && reader->more)
+		printf("More messages match; see them with --offset %" PRId64 ".\n",
+		    filter->offset + reader->count);
 	cmd_list_table_free(&table);
 	cmd_list_message_clear(&msg);
 	return rc;
@@ -386,36 +474,22 @@ cmd_list_table(struct cmd_list_reader *reader, const char *state)
 
 /* --- command --- */
 
-/* Check a --state value: "all" or a state name other than the internal "receiving". */
 static int
-cmd_list_check_state(struct cli *cli, const char *state)
-{
-	enum msg_state parsed;
-	char *text;
-	int rc;
-
-	if (strcmp(state, "all") == 0 ||
-	    (msg_state_parse(state, &parsed) == 0 && parsed != MSG_RECEIVING))
-		return EX_OK;
-
-	text = cli_escape(state, strlen(state), 64, NULL);
-	rc = cli_usage_error(cli, "list", "invalid state '%s'; valid states are "
-	    "queued, deferred, sending, held, sent, uncertain, failed and all", text);
-	free(text);
-	return rc;
-}
-
-static int
-cmd_list_query(struct cli *cli, const char *state, bool json)
+cmd_list_query(struct cli *cli, const struct cmd_list_filter *filter, bool json)
 {
 	struct cmd_list_reader reader;
+	char *sql;
 	int rc;
 
-	if (sqlite3_prepare_v2(queue_store_db(cli->store), cmd_list_sql, -1,
-	    &reader.stmt, NULL) != SQLITE_OK)
+	memset(&reader, 0, sizeof(reader));
+	reader.limit = filter->limit;
+	sql = cmd_list_sql(filter);
+	rc = sqlite3_prepare_v2(queue_store_db(cli->store), sql, -1, &reader.stmt,
+	    NULL);
+	free(sql);
+	if (rc != SQLITE_OK)
 		return cli_store_error(cli, "cannot list messages");
-	if (state != NULL)
-		sqlite3_bind_text(reader.stmt, 1, state, -1, SQLITE_STATIC);
+	cmd_list_bind(reader.stmt, filter);
 
 	rc = cli_read_begin(cli);
 	if (rc != EX_OK) {
@@ -427,7 +501,7 @@ cmd_list_query(struct cli *cli, const char *state, bool json)
 	if (json)
 		rc = cmd_list_json(&reader);
 	else
-		rc = cmd_list_table(&reader, state);
+		rc = cmd_list_table(&reader, filter);
 	rc = rc == -1 ? cli_store_error(cli, "cannot list messages") : EX_OK;
 
 	sqlite3_finalize(reader.stmt);
@@ -435,41 +509,70 @@ cmd_list_query(struct cli *cli, const char *state, bool json)
 	return rc;
 }
 
+static int
+cmd_list_option(struct cli *cli, int opt, struct cmd_list_filter *filter,
+    bool *json)
+{
+	switch (opt) {
+	case 's':
+		filter->state_text = optarg;
+		return cli_parse_state(cli, "list", optarg, true, &filter->state);
+	case 't':
+		free(filter->to);
+		filter->to = queue_admin_like_pattern(optarg);
+		return EX_OK;
+	case 'f':
+		free(filter->from);
+		filter->from = queue_admin_like_pattern(optarg);
+		return EX_OK;
+	case 'S':
+		filter->has_since = true;
+		return cli_parse_time(cli, "list", "--since", optarg, now_seconds(),
+		    &filter->since);
+	case 'l':
+		return cli_parse_count(cli, "list", "--limit", optarg, &filter->limit);
+	case 'o':
+		return cli_parse_count(cli, "list", "--offset", optarg,
+		    &filter->offset);
+	case 'j':
+		*json = true;
+		return EX_OK;
+	default:
+		return EX_USAGE;
+	}
+}
+
 int
 cmd_list(struct cli *cli, int argc, char **argv)
 {
-	const char *state = NULL;
+	struct cmd_list_filter filter;
 	bool json = false;
-	char *text;
-	int opt, rc;
+	int opt, rc = EX_OK;
 
+	memset(&filter, 0, sizeof(filter));
+	filter.state = CMD_LIST_DEFAULT;
 	while ((opt = getopt_long(argc, argv, ":h", cmd_list_options,
 	    NULL)) != -1) {
-		switch (opt) {
-		case 's':
-			state = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			return cli_usage(cli, "list");
-		default:
-			return cli_option_error(cli, "list", opt, argv);
-		}
+		if (opt == 'h')
+			rc = cli_usage(cli, "list");
+		else if (opt == ':' || opt == '?')
+			rc = cli_option_error(cli, "list", opt, argv);
+		else
+			rc = cmd_list_option(cli, opt, &filter, &json);
+		if (opt == 'h' || rc != EX_OK)
+			goto done;
 	}
 	if (optind < argc) {
-		text = cli_escape(argv[optind], strlen(argv[optind]), 64, NULL);
-		rc = cli_usage_error(cli, "list", "unexpected argument '%s'", text);
-		free(text);
-		return rc;
+		rc = cli_unexpected_argument(cli, "list", argv[optind]);
+		goto done;
 	}
 
-	if (state != NULL && (rc = cmd_list_check_state(cli, state)) != EX_OK)
-		return rc;
-
 	rc = cli_open_store(cli, QUEUE_STORE_READONLY);
-	if (rc != EX_OK)
-		return rc;
-	return cmd_list_query(cli, state, json);
+	if (rc == EX_OK)
+		rc = cmd_list_query(cli, &filter, json);
+
+done:
+	free(filter.to);
+	free(filter.from);
+	return rc;
 }

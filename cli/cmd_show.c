@@ -4,7 +4,6 @@
  * the whole message with --body); --json gives the same as one object.
  * The body is streamed chunk by chunk and never held in memory whole.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -12,13 +11,14 @@
 #include <sysexits.h>
 
 #include "cli.h"
+#include "queue_admin.h"
 #include "util.h"
 
 /* Text output shows at most this much of the header block. */
 #define CMD_SHOW_HEADER_MAX (64 * 1024)
 
 /* Width of the envelope labels in text output, colon included. */
-#define CMD_SHOW_LABEL_WIDTH 14
+#define CMD_SHOW_LABEL_WIDTH 16
 
 struct cmd_show_message {
 	int64_t id;
@@ -34,6 +34,8 @@ struct cmd_show_message {
 	bool has_sent_at;
 	int64_t sent_at;
 	char *final_reply;
+	char *queue_id;		/* the smart host's, from FINAL_REPLY; NULL if none */
+	bool body_purged;	/* sent, and the body removed after queue.keep_sent */
 };
 
 /* Rows of a text listing: two aligned columns, then the rest of the line. */
@@ -47,7 +49,8 @@ struct cmd_show_rows {
 
 static const char cmd_show_message_sql[] =
     "SELECT id, state, sender, message_id, size, created, next_attempt,"
-    "  attempt_count, last_error, client, sent_at, final_reply"
+    "  attempt_count, last_error, client, sent_at, final_reply,"
+    "  NOT EXISTS (SELECT 1 FROM chunk WHERE chunk.message = message.id)"
     " FROM message WHERE id = ?1 AND state <> 'receiving'";
 
 /* Both keep the reply in columns 2 to 4 (code, status, text). */
@@ -67,28 +70,6 @@ static const struct option cmd_show_options[] = {
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
-
-/* Accept only plain decimal digits, so "+5", " 5" and "0x5" are rejected. */
-static bool
-cmd_show_parse_id(const char *text, int64_t *id)
-{
-	const char *p;
-	char *end;
-	long long value;
-
-	for (p = text; *p != '\0'; p++)
-		if (*p < '0' || *p > '9')
-			return false;
-	if (p == text)
-		return false;
-
-	errno = 0;
-	value = strtoll(text, &end, 10);
-	if (errno != 0 || value <= 0)
-		return false;
-	*id = value;
-	return true;
-}
 
 static int
 cmd_show_not_found(struct cli *cli, const char *id_text)
@@ -137,6 +118,7 @@ cmd_show_message_clear(struct cmd_show_message *msg)
 	free(msg->last_error);
 	free(msg->client);
 	free(msg->final_reply);
+	free(msg->queue_id);
 	memset(msg, 0, sizeof(*msg));
 }
 
@@ -167,6 +149,9 @@ cmd_show_load(struct cli *cli, int64_t id, const char *id_text,
 		msg->has_sent_at = sqlite3_column_type(stmt, 10) != SQLITE_NULL;
 		msg->sent_at = sqlite3_column_int64(stmt, 10);
 		msg->final_reply = cmd_show_column_strdup(stmt, 11);
+		msg->queue_id = queue_admin_reply_queue_id(msg->final_reply);
+		msg->body_purged = strcmp(msg->state != NULL ? msg->state : "",
+		    "sent") == 0 && sqlite3_column_int(stmt, 12) != 0;
 		if (msg->state == NULL)
 			msg->state = xstrdup("unknown");
 		if (msg->sender == NULL)
@@ -250,6 +235,10 @@ cmd_show_json_envelope(struct json_writer *w, const struct cmd_show_message *msg
 		json_null(w);
 	json_key(w, "final_reply");
 	json_string(w, msg->final_reply);
+	json_key(w, "smarthost_queue_id");
+	json_string(w, msg->queue_id);
+	json_key(w, "body_purged");
+	json_bool(w, msg->body_purged);
 }
 
 static int
@@ -400,8 +389,12 @@ cmd_show_json(struct cli *cli, const struct cmd_show_message *msg, bool body)
 	rc = cmd_show_json_recipients(cli, w, msg->id);
 	if (rc == EX_OK)
 		rc = cmd_show_json_attempts(cli, w, msg->id);
-	if (rc == EX_OK && body)
+	if (rc == EX_OK && body && msg->body_purged) {
+		json_key(w, "body");
+		json_null(w);
+	} else if (rc == EX_OK && body) {
 		rc = cmd_show_json_body(cli, w, msg->id);
+	}
 	if (rc == EX_OK)
 		json_object_end(w);
 	json_writer_free(w);
@@ -472,6 +465,7 @@ cmd_show_print_envelope(const struct cmd_show_message *msg, int64_t now)
 		cmd_show_field("Sent at", "-");
 	}
 	cmd_show_field_text("Final reply", msg->final_reply);
+	cmd_show_field_text("Smart host ID", msg->queue_id);
 }
 
 /*
@@ -721,7 +715,10 @@ cmd_show_text(struct cli *cli, const struct cmd_show_message *msg, bool body)
 	rc = cmd_show_print_rows(cli, msg->id, false);
 	if (rc == EX_OK)
 		rc = cmd_show_print_rows(cli, msg->id, true);
-	if (rc == EX_OK && body)
+	if (rc == EX_OK && msg->body_purged)
+		printf("\nThe message text was removed after queue.keep_sent; "
+		    "the record above stays until queue.keep_history.\n");
+	else if (rc == EX_OK && body)
 		rc = cmd_show_print_body(cli, msg->id);
 	else if (rc == EX_OK)
 		rc = cmd_show_print_header(cli, msg->id);
@@ -737,7 +734,7 @@ cmd_show_run(struct cli *cli, const char *id_text, bool json, bool body)
 	int64_t id;
 	int rc;
 
-	if (!cmd_show_parse_id(id_text, &id))
+	if (!cli_parse_id(id_text, &id))
 		return cmd_show_not_found(cli, id_text);
 
 	rc = cli_open_store(cli, QUEUE_STORE_READONLY);

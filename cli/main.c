@@ -1,7 +1,7 @@
 /*
- * relayq: the admin tool. Global options, the command table and the
- * helpers the command files share: usage messages, opening the queue
- * store, SQLite error reporting and terminal-safe text output.
+ * relayq: the admin tool. Global options, the command table, usage
+ * messages and dispatch; the helpers that the command files share are in
+ * cli_util.c.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -13,7 +13,6 @@
 #include <sysexits.h>
 
 #include "cli.h"
-#include "duration.h"
 #include "log.h"
 #include "util.h"
 
@@ -21,17 +20,45 @@
 #define RELAYQ_VERSION "unknown"
 #endif
 
-/* Time the CLI waits for a writer before it gives up with EX_TEMPFAIL. */
-#define CLI_BUSY_TIMEOUT_MS 10000
-
 static const struct cli_command cli_commands[] = {
-	{ "list", cmd_list, "[--state STATE] [--json]",
+	{ "list", cmd_list, "[--state STATE] [--to ADDR] [--from ADDR] "
+	    "[--since TIME] [--limit N] [--offset N] [--json]",
 	    "list messages in the queue, oldest first" },
 	{ "show", cmd_show, "ID [--json] [--body]",
 	    "show one message with its recipients and attempts" },
+	{ "hold", cmd_hold, "ID... | --all | --state STATE",
+	    "set messages aside so that they are not sent" },
+	{ "release", cmd_release, "ID... | --all",
+	    "put held messages back in the queue, due now" },
+	{ "retry", cmd_retry, "ID... | --all | --state STATE",
+	    "make deferred, uncertain or failed messages due now" },
+	{ "flush", cmd_flush, "",
+	    "make every deferred message due now" },
+	{ "delete", cmd_delete, "ID... | --state STATE",
+	    "remove messages from the queue" },
+	{ "stats", cmd_stats, "[--json]",
+	    "show counts per state, delivery rate, smart host status and last error" },
+	{ "diagnose", cmd_diagnose, "[--send-test ADDR [--from ADDR]] [--json]",
+	    "check each smart host endpoint step by step and name the failing one" },
+	{ "history", cmd_history, "[--to ADDR] [--from ADDR] [--message-id ID] "
+	    "[--since TIME] [--until TIME] [--limit N] [--json]",
+	    "show sent messages: when the smart host accepted them, and its queue id" },
+	{ "send", cmd_send, "--from ADDR --to ADDR [--to ADDR...] "
+	    "[--subject TEXT] [FILE | -]",
+	    "submit a message to the queue" },
+	{ "config", cmd_config, "check",
+	    "validate the config file" },
+	{ "sendmail", cmd_sendmail, "[-t] [-i] [-f ADDR] [-F NAME] "
+	    "[-bm | -bs | -bp | -q] [RECIPIENT...]",
+	    "submit a message as sendmail does; see `relayq sendmail --help`" },
 };
 
 #define CLI_COMMAND_COUNT (sizeof(cli_commands) / sizeof(cli_commands[0]))
+
+#define CLI_TIME_HELP \
+	"TIME is a duration back from now (30m, 2h, 7d) or an RFC 3339 time\n" \
+	"(2026-03-01T09:00:00Z, 2026-03-01T10:00:00+01:00, or 2026-03-01 for\n" \
+	"midnight UTC).\n"
 
 /* Longer help printed by `relayq help COMMAND` and `relayq COMMAND --help`. */
 static const struct {
@@ -42,13 +69,74 @@ static const struct {
 	    "Without --state every message except sent ones is listed.\n"
 	    "  --state STATE  list only messages in STATE: queued, deferred, sending,\n"
 	    "                 held, sent, uncertain, failed, or all\n"
-	    "  --json         print {\"messages\": [...]} instead of a table\n" },
+	    "  --to ADDR      only messages with a recipient that contains ADDR\n"
+	    "  --from ADDR    only messages whose sender contains ADDR\n"
+	    "  --since TIME   only messages received at TIME or later\n"
+	    "  --limit N      list at most N messages\n"
+	    "  --offset N     skip the first N messages that match\n"
+	    "  --json         print {\"messages\": [...]} instead of a table\n"
+	    "ADDR matches any part of an address, ignoring case: --to example.net\n"
+	    "lists mail for the whole domain.\n"
+	    CLI_TIME_HELP },
 	{ "show",
 	    "  --json         print one JSON object instead of text\n"
 	    "  --body         include the whole message instead of only its header;\n"
 	    "                 with --json as \"body\" (a string) when the message is\n"
 	    "                 valid UTF-8, else as \"body_base64\"\n"
 	    "Text output escapes control characters and invalid UTF-8 as \\xHH.\n" },
+	{ "hold",
+	    "Queued, deferred, uncertain and failed messages can be held.\n"
+	    "  --all          hold every message that can be held\n"
+	    "  --state STATE  hold every message in STATE\n"
+	    "A message that relayqd is sending cannot be held: the command exits\n"
+	    "with 75 and the message is left as it is.\n" },
+	{ "release",
+	    "  --all          release every held message\n"
+	    "A released message is due at once. When it has no pending recipient\n"
+	    "left (it had failed before it was held), its failed recipients are\n"
+	    "tried again.\n" },
+	{ "retry",
+	    "  --all          retry every deferred, uncertain and failed message\n"
+	    "  --state STATE  retry every message in STATE (deferred, uncertain\n"
+	    "                 or failed)\n"
+	    "A failed message gets its failed recipients back and one more attempt;\n"
+	    "when that fails temporarily after retry.max_age, it fails again.\n"
+	    "Retrying an uncertain message can deliver a duplicate.\n" },
+	{ "flush",
+	    "Deferred messages become due now, like `postqueue -f`. Uncertain\n"
+	    "messages too when smarthost.on_uncertain is retry; with hold they\n"
+	    "wait for `relayq retry ID`.\n" },
+	{ "delete",
+	    "  --state STATE  delete every message in STATE\n"
+	    "A message that relayqd is sending cannot be deleted: the command exits\n"
+	    "with 75 and the message is left as it is.\n" },
+	{ "stats",
+	    "  --json         print one JSON object instead of text\n" },
+	{ "history",
+	    "Sent messages, newest first, with the time the smart host accepted\n"
+	    "them, its queue id (taken from its final reply) and relayq's id.\n"
+	    "  --to ADDR           only messages with a recipient that contains ADDR\n"
+	    "  --from ADDR         only messages whose sender contains ADDR\n"
+	    "  --message-id ID     only the message with this Message-ID\n"
+	    "  --since TIME        only messages sent at TIME or later\n"
+	    "  --until TIME        only messages sent before TIME\n"
+	    "  --limit N           show at most N messages (default 50, 0: all)\n"
+	    "  --json              print {\"messages\": [...]} instead of a table\n"
+	    "ADDR matches any part of an address, ignoring case.\n"
+	    CLI_TIME_HELP },
+	{ "send",
+	    "Reads the message from FILE, or from standard input without FILE or\n"
+	    "with -. Input without a header section becomes the body of a new\n"
+	    "message. From:, To: and Subject: are added where the input lacks\n"
+	    "them; Date: and Message-ID: too. relayqd need not be running.\n"
+	    "  --from ADDR     the envelope sender and the default From:\n"
+	    "  --to ADDR       a recipient; repeat it for more\n"
+	    "  --subject TEXT  the default Subject:\n"
+	    "Prints the queue id. Exits with 65 for invalid input and 75 when the\n"
+	    "queue cannot take the message now.\n" },
+	{ "config",
+	    "  check          load and validate the config file; print\n"
+	    "                 FILE:LINE:COLUMN and exit with 78 when it is invalid\n" },
 };
 
 static const struct option cli_global_options[] = {
@@ -69,19 +157,6 @@ cli_command_find(const char *name)
 	return NULL;
 }
 
-void
-cli_warn(struct cli *cli, const char *fmt, ...)
-{
-	va_list ap;
-
-	fflush(stdout);
-	fprintf(stderr, "%s: ", cli->progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 /* --- usage --- */
 
 static void
@@ -89,7 +164,8 @@ cli_print_command_usage(struct cli *cli, FILE *fp, const struct cli_command *cmd
 {
 	size_t i;
 
-	fprintf(fp, "usage: %s %s %s\n", cli->progname, cmd->name, cmd->usage);
+	fprintf(fp, "usage: %s %s%s%s\n", cli->progname, cmd->name,
+	    cmd->usage[0] != '\0' ? " " : "", cmd->usage);
 	if (fp != stdout)
 		return;
 
@@ -103,17 +179,19 @@ cli_print_command_usage(struct cli *cli, FILE *fp, const struct cli_command *cmd
 static void
 cli_print_usage(struct cli *cli, FILE *fp)
 {
-	char line[128];
-	size_t i;
+	size_t i, width = 0;
 
 	fprintf(fp, "usage: %s [-c FILE] COMMAND [ARGUMENTS]\n"
 	    "       %s --version | --help | help [COMMAND]\n\n"
 	    "Commands:\n", cli->progname, cli->progname);
-	for (i = 0; i < CLI_COMMAND_COUNT; i++) {
-		snprintf(line, sizeof(line), "%s %s", cli_commands[i].name,
-		    cli_commands[i].usage);
-		fprintf(fp, "  %-32s %s\n", line, cli_commands[i].summary);
-	}
+	for (i = 0; i < CLI_COMMAND_COUNT; i++)
+		if (strlen(cli_commands[i].name) > width)
+			width = strlen(cli_commands[i].name);
+	for (i = 0; i < CLI_COMMAND_COUNT; i++)
+		fprintf(fp, "  %-*s  %s\n", (int)width, cli_commands[i].name,
+		    cli_commands[i].summary);
+	fprintf(fp, "\n`%s help COMMAND` shows the arguments of COMMAND.\n",
+	    cli->progname);
 	fprintf(fp, "\nOptions:\n"
 	    "  -c, --config FILE   config file (default: %s,\n"
 	    "                      or $RELAYQ_CONFIG when set)\n"
@@ -178,270 +256,6 @@ cli_option_error(struct cli *cli, const char *command, int opt, char **argv)
 	return rc;
 }
 
-/* --- store --- */
-
-int
-cli_open_store(struct cli *cli, int flags)
-{
-	char *errstr = NULL;
-
-	if (cli->config == NULL &&
-	    config_load(cli->config_path, &cli->config, &errstr) == -1) {
-		cli_warn(cli, "%s", errstr);
-		free(errstr);
-		return EX_CONFIG;
-	}
-
-	if (queue_store_open(cli->config->queue_path, flags, &cli->store,
-	    &errstr) == -1) {
-		cli_warn(cli, "%s", errstr);
-		free(errstr);
-		return EX_UNAVAILABLE;
-	}
-	sqlite3_busy_timeout(queue_store_db(cli->store), CLI_BUSY_TIMEOUT_MS);
-	return EX_OK;
-}
-
-int
-cli_store_error(struct cli *cli, const char *what)
-{
-	sqlite3 *db = queue_store_db(cli->store);
-	int code = sqlite3_errcode(db) & 0xff;
-
-	if (code == SQLITE_BUSY || code == SQLITE_LOCKED) {
-		cli_warn(cli, "%s: the queue %s is busy (%s); try again", what,
-		    cli->config->queue_path, sqlite3_errmsg(db));
-		return EX_TEMPFAIL;
-	}
-	cli_warn(cli, "%s: queue %s: %s", what, cli->config->queue_path,
-	    sqlite3_errmsg(db));
-	return EX_UNAVAILABLE;
-}
-
-int
-cli_read_begin(struct cli *cli)
-{
-	if (sqlite3_exec(queue_store_db(cli->store), "BEGIN", NULL, NULL,
-	    NULL) != SQLITE_OK)
-		return cli_store_error(cli, "cannot read the queue");
-	return EX_OK;
-}
-
-void
-cli_read_end(struct cli *cli)
-{
-	/* A read transaction has nothing to commit, so a failure changes nothing. */
-	sqlite3_exec(queue_store_db(cli->store), "COMMIT", NULL, NULL, NULL);
-}
-
-const char *
-cli_column_text(sqlite3_stmt *stmt, int col)
-{
-	if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
-		return NULL;
-	return (const char *)sqlite3_column_text(stmt, col);
-}
-
-bool
-cli_next_attempt(const char *state, int64_t next_attempt, int64_t created,
-    int64_t *when)
-{
-	if (strcmp(state, "queued") != 0 && strcmp(state, "deferred") != 0 &&
-	    strcmp(state, "uncertain") != 0)
-		return false;
-	*when = next_attempt > 0 ? next_attempt : created;
-	return true;
-}
-
-void
-cli_format_relative(int64_t when, int64_t now, char *buf, size_t size)
-{
-	char span[CLI_TIME_SIZE];
-
-	if (when <= now) {
-		snprintf(buf, size, "now");
-		return;
-	}
-	duration_format(when - now, span, sizeof(span));
-	snprintf(buf, size, "in %s", span);
-}
-
-void
-cli_format_age(int64_t created, int64_t now, char *buf, size_t size)
-{
-	duration_format(now > created ? now - created : 0, buf, size);
-}
-
-/* --- terminal-safe text --- */
-
-/*
- * Write the escaped form of the character at S into OUT (16 bytes) and
- * return the bytes of S it spans. Returns 0 when S ends inside a UTF-8
- * sequence and more input may follow (FINAL is false).
- */
-static size_t
-cli_escape_char(const unsigned char *s, size_t len, bool final, char *out,
-    size_t *out_len, size_t *width)
-{
-	enum json_utf8_result result;
-	size_t seqlen, i, n = 0;
-	uint32_t cp = 0;
-
-	if (s[0] >= 0x20 && s[0] < 0x7f) {
-		if (s[0] == '\\')
-			out[n++] = '\\';
-		out[n++] = (char)s[0];
-		*out_len = *width = n;
-		return 1;
-	}
-
-	result = json_utf8_scan(s, len, &seqlen, &cp);
-	if (result == JSON_UTF8_TRUNCATED && !final)
-		return 0;
-
-	/* C1 controls (U+0080 to U+009F) act on terminals like C0 controls. */
-	if (result == JSON_UTF8_VALID && cp >= 0xa0) {
-		memcpy(out, s, seqlen);
-		*out_len = seqlen;
-		*width = 1;
-		return seqlen;
-	}
-
-	if (seqlen == 1 && s[0] == '\n')
-		n = (size_t)snprintf(out, 16, "\\n");
-	else if (seqlen == 1 && s[0] == '\r')
-		n = (size_t)snprintf(out, 16, "\\r");
-	else if (seqlen == 1 && s[0] == '\t')
-		n = (size_t)snprintf(out, 16, "\\t");
-	else
-		for (i = 0; i < seqlen; i++)
-			n += (size_t)snprintf(out + n, 16 - n, "\\x%02x", s[i]);
-	*out_len = *width = n;
-	return seqlen;
-}
-
-char *
-cli_escape(const char *s, size_t len, size_t max_width, size_t *width)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	char *out = xmalloc(len * 4 + 8), unit[16];
-	size_t i = 0, n = 0, total = 0, cut_len = 0, cut_width = 0;
-	size_t used, unit_len, unit_width;
-
-	while (i < len) {
-		used = cli_escape_char(p + i, len - i, true, unit, &unit_len,
-		    &unit_width);
-		/* Remember where to cut so that the text plus "..." fits MAX_WIDTH. */
-		if (max_width > 3 && total + unit_width <= max_width - 3) {
-			cut_len = n + unit_len;
-			cut_width = total + unit_width;
-		}
-		memcpy(out + n, unit, unit_len);
-		n += unit_len;
-		total += unit_width;
-		i += used;
-		if (max_width > 0 && total > max_width)
-			break;
-	}
-
-	if (max_width > 0 && total > max_width) {
-		n = cut_len;
-		memcpy(out + n, "...", 3);
-		n += 3;
-		total = cut_width + 3;
-	}
-	out[n] = '\0';
-	if (width != NULL)
-		*width = total;
-	return out;
-}
-
-void
-cli_text_begin(struct cli_text_output *out, FILE *fp)
-{
-	memset(out, 0, sizeof(*out));
-	out->fp = fp;
-}
-
-/*
- * Write the characters of S. Returns the number of bytes at the end left
- * unwritten because the next piece may continue them (only when !FINAL).
- */
-static size_t
-cli_text_write_some(struct cli_text_output *out, const unsigned char *s,
-    size_t len, bool final)
-{
-	size_t i = 0, run, used, unit_len, unit_width;
-	char unit[16];
-
-	while (i < len) {
-		/* Printable ASCII, tab and LF go out unchanged, in runs. */
-		for (run = i; i < len; i++)
-			if ((s[i] < 0x20 || s[i] >= 0x7f) && s[i] != '\t' &&
-			    s[i] != '\n')
-				break;
-		fwrite(s + run, 1, i - run, out->fp);
-		if (i == len)
-			break;
-
-		if (s[i] == '\r' && i + 1 < len && s[i + 1] == '\n') {
-			putc('\n', out->fp);
-			i += 2;
-			continue;
-		}
-		if (s[i] == '\r' && i + 1 == len && !final)
-			return 1;
-
-		used = cli_escape_char(s + i, len - i, final, unit, &unit_len,
-		    &unit_width);
-		if (used == 0)
-			return len - i;
-		fwrite(unit, 1, unit_len, out->fp);
-		i += used;
-	}
-	return 0;
-}
-
-void
-cli_text_write(struct cli_text_output *out, const void *data, size_t len)
-{
-	const unsigned char *s = data;
-	unsigned char buf[8];
-	size_t have = out->pending_len, take, left;
-
-	if (len == 0)
-		return;
-
-	/* Finish the carried bytes: a character needs at most 3 more bytes. */
-	if (have > 0) {
-		take = len < 4 ? len : 4;
-		memcpy(buf, out->pending, have);
-		memcpy(buf + have, s, take);
-		left = cli_text_write_some(out, buf, have + take, false);
-		out->pending_len = 0;
-		if (left > take) {
-			/* Still incomplete, so all of S joined the carried bytes. */
-			memcpy(out->pending, buf + have + take - left, left);
-			out->pending_len = left;
-			return;
-		}
-		/* An unwritten tail lies in S and is written again from there. */
-		s += take - left;
-		len -= take - left;
-	}
-
-	left = cli_text_write_some(out, s, len, false);
-	memcpy(out->pending, s + len - left, left);
-	out->pending_len = left;
-}
-
-void
-cli_text_end(struct cli_text_output *out)
-{
-	cli_text_write_some(out, out->pending, out->pending_len, true);
-	out->pending_len = 0;
-}
-
 /* --- main --- */
 
 static int
@@ -502,6 +316,12 @@ cli_run(struct cli *cli, int argc, char **argv)
 	if (cmd == NULL)
 		return cli_unknown_command(cli, argv[0]);
 
+	/* A setgid install keeps its group for mail submission only. */
+	if (cmd->run != cmd_sendmail && cmd_sendmail_drop_privileges() == -1) {
+		cli_warn(cli, "cannot give up the setgid group: %s", strerror(errno));
+		return EX_OSERR;
+	}
+
 	/* optind = 0 makes getopt_long() start afresh on the command's arguments. */
 	optind = 0;
 	return cmd->run(cli, argc, argv);
@@ -511,6 +331,7 @@ int
 main(int argc, char **argv)
 {
 	struct cli cli;
+	const char *name;
 	int rc;
 
 	memset(&cli, 0, sizeof(cli));
@@ -518,7 +339,13 @@ main(int argc, char **argv)
 	log_init(cli.progname, LOG_LEVEL_WARNING);
 	cli.config_path = config_default_path();
 
-	rc = cli_run(&cli, argc, argv);
+	/* Invoked through a link named sendmail or mailq: the sendmail interface. */
+	name = strrchr(argv[0], '/') != NULL ? strrchr(argv[0], '/') + 1 : argv[0];
+	if (strcmp(name, "sendmail") == 0 || strcmp(name, "mailq") == 0) {
+		cli.progname = name;
+		rc = cmd_sendmail(&cli, argc, argv);
+	} else
+		rc = cli_run(&cli, argc, argv);
 
 	queue_store_close(cli.store);
 	config_free(cli.config);

@@ -36,6 +36,7 @@
 
 #include <yaml.h>
 
+#include "address.h"
 #include "config.h"
 #include "duration.h"
 #include "size.h"
@@ -44,7 +45,7 @@
 /* NOTE: a guessed bound; real config files are a few kilobytes. */
 #define CONFIG_FILE_MAX		(1024 * 1024)
 #define CONFIG_DEPTH_MAX	32
-#define CONFIG_KEYS_MAX		16
+#define CONFIG_KEYS_MAX		40
 /* Ten years: keeps "now + duration" far away from int64_t overflow. */
 #define CONFIG_DURATION_MAX	((int64_t)3650 * 24 * 60 * 60)
 /* Values longer than this are cut in error messages. */
@@ -392,6 +393,8 @@ enum config_kind {
 	CONFIG_TLS_MODE,	/* enum tls_mode */
 	CONFIG_UNCERTAIN,	/* enum uncertain_policy */
 	CONFIG_LOG_LEVEL,	/* enum log_level */
+	CONFIG_TLS_VERSION,	/* int: 12 or 13, written "1.2" or "1.3" */
+	CONFIG_DSN_MODE,	/* enum dsn_mode */
 	CONFIG_SECTION,		/* a nested section, checked by its own function */
 };
 
@@ -437,6 +440,28 @@ static const struct config_name config_tls_modes[] = {
 	{ "none", TLS_MODE_NONE },
 	{ "starttls", TLS_MODE_STARTTLS },
 	{ "implicit", TLS_MODE_IMPLICIT },
+	{ "opportunistic", TLS_MODE_OPPORTUNISTIC },
+	{ NULL, 0 },
+};
+
+static const struct config_name config_tls_versions[] = {
+	{ "1.2", 12 },
+	{ "1.3", 13 },
+	{ NULL, 0 },
+};
+
+static const struct config_name config_auth_mechanisms[] = {
+	{ "PLAIN", AUTH_MECHANISM_PLAIN },
+	{ "LOGIN", AUTH_MECHANISM_LOGIN },
+	{ "CRAM-MD5", AUTH_MECHANISM_CRAM_MD5 },
+	{ "XOAUTH2", AUTH_MECHANISM_XOAUTH2 },
+	{ NULL, 0 },
+};
+
+static const struct config_name config_dsn_modes[] = {
+	{ "sender", DSN_MODE_SENDER },
+	{ "admin", DSN_MODE_ADMIN },
+	{ "off", DSN_MODE_OFF },
 	{ NULL, 0 },
 };
 
@@ -464,6 +489,8 @@ static const struct config_name config_log_levels[] = {
 
 static const struct config_key config_queue_keys[] = {
 	KEY("path", CONFIG_PATH, struct config, queue_path),
+	KEY("keep_sent", CONFIG_DURATION, struct config, keep_sent),
+	KEY("keep_history", CONFIG_DURATION, struct config, keep_history),
 };
 
 static const struct config_key config_pickup_keys[] = {
@@ -486,6 +513,19 @@ static const struct config_key config_smarthost_keys[] = {
 	KEY("ca_file", CONFIG_PATH, struct config_smarthost, ca_file),
 	KEY("username", CONFIG_TEXT, struct config_smarthost, username),
 	KEY("password_file", CONFIG_PATH, struct config_smarthost, password_file),
+	KEY("password_command", CONFIG_TEXT, struct config_smarthost, password_command),
+	KEY("password_env", CONFIG_TEXT, struct config_smarthost, password_env),
+	SECTION_KEY("auth_mechanisms", NULL),
+	KEY("tls_min_version", CONFIG_TLS_VERSION, struct config_smarthost, tls_min_version),
+	KEY("tls_ciphers", CONFIG_TEXT, struct config_smarthost, tls_ciphers),
+	KEY("tls_ciphersuites", CONFIG_TEXT, struct config_smarthost, tls_ciphersuites),
+	KEY("ca_path", CONFIG_PATH, struct config_smarthost, ca_path),
+	SECTION_KEY("tls_fingerprint", NULL),
+	KEY("tls_client_cert", CONFIG_PATH, struct config_smarthost, tls_client_cert),
+	KEY("tls_client_key", CONFIG_PATH, struct config_smarthost, tls_client_key),
+	KEY("endpoint_cooldown", CONFIG_DURATION, struct config_smarthost, endpoint_cooldown),
+	INT_KEY("max_messages_per_minute", struct config_smarthost,
+	    max_messages_per_minute, 0, 100000),
 	KEY("helo_name", CONFIG_DOMAIN, struct config_smarthost, helo_name),
 	INT_KEY("max_connections", struct config_smarthost, max_connections, 1, 100),
 	INT_KEY("max_messages_per_connection", struct config_smarthost,
@@ -504,6 +544,13 @@ static const struct config_key config_timeout_keys[] = {
 	KEY("data_init", CONFIG_DURATION, struct config_timeouts, data_init),
 	KEY("data_block", CONFIG_DURATION, struct config_timeouts, data_block),
 	KEY("data_end", CONFIG_DURATION, struct config_timeouts, data_end),
+	KEY("session", CONFIG_DURATION, struct config_timeouts, session),
+};
+
+static const struct config_key config_dsn_keys[] = {
+	KEY("mode", CONFIG_DSN_MODE, struct config_dsn, mode),
+	KEY("address", CONFIG_TEXT, struct config_dsn, address),
+	INT_KEY("max_per_hour", struct config_dsn, max_per_hour, 0, 1000000),
 };
 
 static const struct config_key config_fallback_keys[] = {
@@ -909,7 +956,11 @@ config_kind_expected(const struct config_key *key, char *buf, size_t size)
 	case CONFIG_SIZE:
 		return "a size such as 512K, 50M or 1G";
 	case CONFIG_TLS_MODE:
-		return "none, starttls or implicit";
+		return "none, starttls, implicit or opportunistic";
+	case CONFIG_TLS_VERSION:
+		return "1.2 or 1.3";
+	case CONFIG_DSN_MODE:
+		return "sender, admin or off";
 	case CONFIG_UNCERTAIN:
 		return "retry or hold";
 	case CONFIG_LOG_LEVEL:
@@ -976,9 +1027,21 @@ config_load_value(struct config_loader *ld, const char *keypath,
 		return 0;
 	case CONFIG_TLS_MODE:
 		if (config_load_name(ld, keypath, value, config_tls_modes,
-		    "none, starttls or implicit", &named) == -1)
+		    "none, starttls, implicit or opportunistic", &named) == -1)
 			return -1;
 		*(enum tls_mode *)field = named;
+		return 0;
+	case CONFIG_TLS_VERSION:
+		if (config_load_name(ld, keypath, value, config_tls_versions,
+		    "1.2 or 1.3", &named) == -1)
+			return -1;
+		*(int *)field = named;
+		return 0;
+	case CONFIG_DSN_MODE:
+		if (config_load_name(ld, keypath, value, config_dsn_modes,
+		    "sender, admin or off", &named) == -1)
+			return -1;
+		*(enum dsn_mode *)field = named;
 		return 0;
 	case CONFIG_UNCERTAIN:
 		if (config_load_name(ld, keypath, value, config_uncertain_policies,
@@ -1239,6 +1302,206 @@ config_load_fallback(struct config_loader *ld, const struct config_node *value,
 	return 0;
 }
 
+/* The password sources of smarthost.username: exactly one must be set. */
+static const char *const config_password_keys[] = {
+	"password_file", "password_command", "password_env",
+};
+
+static int
+config_check_credentials(struct config_loader *ld, const struct config_section *sec,
+    const struct config_smarthost *sh)
+{
+	const char *values[] = { sh->password_file, sh->password_command, sh->password_env };
+	const char *first = NULL;
+	const struct config_node *node;
+	char keypath[64];
+	size_t i;
+
+	for (i = 0; i < COUNT(values); i++) {
+		if (values[i] == NULL)
+			continue;
+		if (first != NULL) {
+			node = config_section_key(sec, config_password_keys[i]);
+			return config_error_at(ld, node, "smarthost.%s: only one of "
+			    "password_file, password_command and password_env may be "
+			    "set, and smarthost.%s is set already",
+			    config_password_keys[i], first);
+		}
+		first = config_password_keys[i];
+	}
+
+	if (sh->username != NULL && first == NULL)
+		return config_missing(ld, sec, "password_file",
+		    "the file that contains the password for smarthost.username "
+		    "(or set password_command or password_env)");
+	if (first != NULL && sh->username == NULL) {
+		snprintf(keypath, sizeof(keypath), "the user name that goes with "
+		    "smarthost.%s", first);
+		return config_missing(ld, sec, "username", keypath);
+	}
+
+	/* Environment variable names as POSIX shells accept them. */
+	if (sh->password_env != NULL) {
+		const char *p = sh->password_env;
+
+		for (i = 0; p[i] != '\0'; i++) {
+			if (p[i] == '_' || isalpha((unsigned char)p[i]) ||
+			    (i > 0 && isdigit((unsigned char)p[i])))
+				continue;
+			return config_invalid(ld, "smarthost.password_env",
+			    config_section_value(sec, "password_env"),
+			    "the name of an environment variable, such as "
+			    "RELAYQ_SMARTHOST_PASSWORD");
+		}
+	}
+	return 0;
+}
+
+/* A client certificate needs its key, and the reverse. */
+static int
+config_check_smarthost_tls(struct config_loader *ld, const struct config_section *sec,
+    const struct config_smarthost *sh)
+{
+	if (sh->tls_client_cert != NULL && sh->tls_client_key == NULL)
+		return config_missing(ld, sec, "tls_client_key",
+		    "the private key file of smarthost.tls_client_cert");
+	if (sh->tls_client_key != NULL && sh->tls_client_cert == NULL)
+		return config_missing(ld, sec, "tls_client_cert",
+		    "the certificate file that goes with smarthost.tls_client_key");
+	return 0;
+}
+
+/* Read one mechanism name of smarthost.auth_mechanisms into SH, refusing repeats. */
+static int
+config_load_auth_mechanism(struct config_loader *ld, const char *keypath,
+    const struct config_node *node, struct config_smarthost *sh)
+{
+	int named;
+	size_t i;
+
+	if (node->type != CONFIG_NODE_SCALAR || node->is_null)
+		return config_wrong_type(ld, keypath, node,
+		    "a mechanism name: PLAIN, LOGIN, CRAM-MD5 or XOAUTH2");
+	if (config_load_name(ld, keypath, node, config_auth_mechanisms,
+	    "PLAIN, LOGIN, CRAM-MD5 or XOAUTH2", &named) == -1)
+		return -1;
+	for (i = 0; i < sh->auth_mechanism_count; i++)
+		if (sh->auth_mechanisms[i] == (enum auth_mechanism)named)
+			return config_error_at(ld, node, "%s: %s is listed twice",
+			    keypath, node->value);
+	sh->auth_mechanisms[sh->auth_mechanism_count++] = named;
+	return 0;
+}
+
+/* smarthost.auth_mechanisms: one name, or a sequence in order of preference. */
+static int
+config_load_auth_mechanisms(struct config_loader *ld, const struct config_node *value,
+    struct config_smarthost *sh)
+{
+	char keypath[48];
+	size_t i;
+
+	sh->auth_mechanism_count = 0;
+	if (value->type == CONFIG_NODE_SCALAR)
+		return config_load_auth_mechanism(ld, "smarthost.auth_mechanisms",
+		    value, sh);
+	if (value->type != CONFIG_NODE_SEQUENCE || value->count == 0)
+		return config_wrong_type(ld, "smarthost.auth_mechanisms", value,
+		    "a sequence of mechanism names such as [PLAIN, LOGIN]");
+
+	for (i = 0; i < value->count; i++) {
+		snprintf(keypath, sizeof(keypath), "smarthost.auth_mechanisms[%zu]", i);
+		if (config_load_auth_mechanism(ld, keypath, value->items[i], sh) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+config_hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Parse a SHA-256 fingerprint: 64 hex digits, optionally in pairs
+ * separated by colons (as "openssl x509 -fingerprint -sha256" prints
+ * them), optionally after "sha256:".
+ */
+static bool
+config_parse_fingerprint(const char *text, struct config_fingerprint *fp)
+{
+	size_t n = 0;
+	int high = -1, digit;
+
+	if (strncasecmp(text, "sha256:", 7) == 0)
+		text += 7;
+	for (; *text != '\0'; text++) {
+		if (*text == ':' && high == -1 && n > 0)
+			continue;
+		digit = config_hex_value(*text);
+		if (digit == -1 || (high == -1 && n == CONFIG_FINGERPRINT_SIZE))
+			return false;
+		if (high == -1) {
+			high = digit;
+			continue;
+		}
+		fp->sha256[n++] = (unsigned char)(high << 4 | digit);
+		high = -1;
+	}
+	return n == CONFIG_FINGERPRINT_SIZE && high == -1;
+}
+
+static int
+config_load_fingerprint(struct config_loader *ld, const char *keypath,
+    const struct config_node *node, struct config_smarthost *sh)
+{
+	struct config_fingerprint *fp;
+
+	if (node->type != CONFIG_NODE_SCALAR || node->is_null)
+		return config_wrong_type(ld, keypath, node,
+		    "a SHA-256 fingerprint of 64 hex digits");
+	fp = &sh->tls_fingerprints[sh->tls_fingerprint_count];
+	if (!config_parse_fingerprint(node->value, fp))
+		return config_invalid(ld, keypath, node, "a SHA-256 fingerprint: 64 "
+		    "hex digits, with or without colons, such as the output of "
+		    "\"openssl x509 -noout -fingerprint -sha256\"");
+	sh->tls_fingerprint_count++;
+	return 0;
+}
+
+/* smarthost.tls_fingerprint: one fingerprint, or a sequence (for a certificate change). */
+static int
+config_load_fingerprints(struct config_loader *ld, const struct config_node *value,
+    struct config_smarthost *sh)
+{
+	char keypath[48];
+	size_t i;
+
+	if (value->type == CONFIG_NODE_SCALAR) {
+		sh->tls_fingerprints = xcalloc(1, sizeof(*sh->tls_fingerprints));
+		return config_load_fingerprint(ld, "smarthost.tls_fingerprint",
+		    value, sh);
+	}
+	if (value->type != CONFIG_NODE_SEQUENCE || value->count == 0)
+		return config_wrong_type(ld, "smarthost.tls_fingerprint", value,
+		    "a SHA-256 fingerprint or a sequence of them");
+
+	sh->tls_fingerprints = xcalloc(value->count, sizeof(*sh->tls_fingerprints));
+	for (i = 0; i < value->count; i++) {
+		snprintf(keypath, sizeof(keypath), "smarthost.tls_fingerprint[%zu]", i);
+		if (config_load_fingerprint(ld, keypath, value->items[i], sh) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 config_load_smarthost(struct config_loader *ld, const struct config_node *key,
     const struct config_node *value, struct config *cfg)
@@ -1258,12 +1521,10 @@ config_load_smarthost(struct config_loader *ld, const struct config_node *key,
 		    "the smart host's name, such as mail.example.com");
 	if (sh->port == -1)
 		sh->port = config_default_port(sh->tls);
-	if (sh->username != NULL && sh->password_file == NULL)
-		return config_missing(ld, &sec, "password_file",
-		    "the file that contains the password for smarthost.username");
-	if (sh->password_file != NULL && sh->username == NULL)
-		return config_missing(ld, &sec, "username",
-		    "the user name that goes with smarthost.password_file");
+	if (config_check_credentials(ld, &sec, sh) == -1)
+		return -1;
+	if (config_check_smarthost_tls(ld, &sec, sh) == -1)
+		return -1;
 
 	config_section_init(&timeouts, "smarthost.timeouts",
 	    config_section_key(&sec, "timeouts"), config_section_value(&sec, "timeouts"),
@@ -1273,6 +1534,12 @@ config_load_smarthost(struct config_loader *ld, const struct config_node *key,
 
 	node = config_section_value(&sec, "fallback");
 	if (node != NULL && config_load_fallback(ld, node, sh) == -1)
+		return -1;
+	node = config_section_value(&sec, "auth_mechanisms");
+	if (node != NULL && config_load_auth_mechanisms(ld, node, sh) == -1)
+		return -1;
+	node = config_section_value(&sec, "tls_fingerprint");
+	if (node != NULL && config_load_fingerprints(ld, node, sh) == -1)
 		return -1;
 	return 0;
 }
@@ -1360,6 +1627,46 @@ config_load_log(struct config_loader *ld, const struct config_node *key,
 	    COUNT(config_log_keys), cfg);
 }
 
+/*
+ * The "dsn:" section: a mapping with mode, address and max_per_hour, or
+ * the mode alone as a scalar ("dsn: off").
+ */
+static int
+config_load_dsn(struct config_loader *ld, const struct config_node *key,
+    const struct config_node *value, struct config *cfg)
+{
+	struct config_section sec;
+	const struct config_node *node;
+	int named;
+
+	if (value != NULL && value->type == CONFIG_NODE_SCALAR) {
+		if (config_load_name(ld, "dsn", value, config_dsn_modes,
+		    "sender, off, or a mapping such as {mode: admin, address: "
+		    "postmaster@example.com}", &named) == -1)
+			return -1;
+		if (named == DSN_MODE_ADMIN)
+			return config_invalid(ld, "dsn", value, "a mapping with the "
+			    "address for mode admin, such as {mode: admin, address: "
+			    "postmaster@example.com}");
+		cfg->dsn.mode = named;
+		return 0;
+	}
+
+	config_section_init(&sec, "dsn", key, value, config_dsn_keys,
+	    COUNT(config_dsn_keys));
+	if (config_section_load(ld, &sec, &cfg->dsn) == -1)
+		return -1;
+
+	node = config_section_value(&sec, "address");
+	if (node != NULL && !address_is_valid(cfg->dsn.address))
+		return config_invalid(ld, "dsn.address", node,
+		    "a mail address such as postmaster@example.com");
+	if (cfg->dsn.mode == DSN_MODE_ADMIN && cfg->dsn.address == NULL)
+		return config_missing(ld, &sec, "address",
+		    "the address that receives the notifications in mode admin");
+	return 0;
+}
+
 static const struct config_key config_top_keys[] = {
 	SECTION_KEY("queue", config_load_queue),
 	SECTION_KEY("listen", config_load_listen),
@@ -1369,6 +1676,8 @@ static const struct config_key config_top_keys[] = {
 	SECTION_KEY("smtpd", config_load_smtpd),
 	SECTION_KEY("control", config_load_control),
 	SECTION_KEY("log", config_load_log),
+	SECTION_KEY("dsn", config_load_dsn),
+	KEY("user", CONFIG_TEXT, struct config, user),
 };
 
 /*
@@ -1387,7 +1696,8 @@ config_load_top(struct config_loader *ld, const struct config_node *root,
 		return -1;
 
 	for (k = 0; k < top.key_count; k++) {
-		if (top.found[k] != NULL)
+		/* Plain top-level keys such as "user" have no loader and no default to fill. */
+		if (top.found[k] != NULL || top.keys[k].load == NULL)
 			continue;
 		if (top.keys[k].load(ld, top.found_keys[k], NULL, cfg) == -1)
 			return -1;
@@ -1425,10 +1735,22 @@ config_set_defaults(struct config *cfg)
 	t->data_init = 2 * 60;
 	t->data_block = 3 * 60;
 	t->data_end = 10 * 60;
+	t->session = 30 * 60;
+	cfg->smarthost.tls_min_version = 12;
+	cfg->smarthost.endpoint_cooldown = 5 * 60;
+	cfg->smarthost.auth_mechanisms[0] = AUTH_MECHANISM_PLAIN;
+	cfg->smarthost.auth_mechanisms[1] = AUTH_MECHANISM_LOGIN;
+	cfg->smarthost.auth_mechanisms[2] = AUTH_MECHANISM_CRAM_MD5;
+	cfg->smarthost.auth_mechanism_count = 3;
+	cfg->dsn.mode = DSN_MODE_SENDER;
+	cfg->dsn.max_per_hour = 100;
 
 	cfg->retry.initial = 60;
 	cfg->retry.max = 60 * 60;
 	cfg->retry.max_age = 5 * 24 * 60 * 60;
+
+	cfg->keep_sent = 30 * 24 * 60 * 60;
+	cfg->keep_history = 400 * 24 * 60 * 60;
 
 	cfg->smtpd.max_message_size = 50 * 1024 * 1024;
 	cfg->smtpd.max_recipients = 1000;
@@ -1550,6 +1872,7 @@ config_load(const char *path, struct config **out, char **errstr)
 	}
 
 	cfg = xcalloc(1, sizeof(*cfg));
+	cfg->refs = 1;
 	cfg->path = xstrdup(path);
 	config_set_defaults(cfg);
 	loader.path = path;
@@ -1575,6 +1898,8 @@ config_free(struct config *config)
 
 	if (config == NULL)
 		return;
+	if (--config->refs > 0)
+		return;
 	for (i = 0; i < config->listen_count; i++) {
 		free(config->listen[i].host);
 		free(config->listen[i].port);
@@ -1588,13 +1913,30 @@ config_free(struct config *config)
 	free(config->smarthost.ca_file);
 	free(config->smarthost.username);
 	free(config->smarthost.password_file);
+	free(config->smarthost.password_command);
+	free(config->smarthost.password_env);
+	free(config->smarthost.tls_ciphers);
+	free(config->smarthost.tls_ciphersuites);
+	free(config->smarthost.ca_path);
+	free(config->smarthost.tls_fingerprints);
+	free(config->smarthost.tls_client_cert);
+	free(config->smarthost.tls_client_key);
+	free(config->dsn.address);
 	free(config->smarthost.helo_name);
 	free(config->smtpd.hostname);
 	free(config->pickup_path);
 	free(config->control_socket);
 	free(config->queue_path);
+	free(config->user);
 	free(config->path);
 	free(config);
+}
+
+struct config *
+config_ref(struct config *config)
+{
+	config->refs++;
+	return config;
 }
 
 const char *
@@ -1612,6 +1954,17 @@ config_default_path(void)
 #else
 	return "/etc/relayq/relayq.yaml";
 #endif
+}
+
+const char *
+auth_mechanism_name(enum auth_mechanism mechanism)
+{
+	const struct config_name *n;
+
+	for (n = config_auth_mechanisms; n->name != NULL; n++)
+		if (n->value == (int)mechanism)
+			return n->name;
+	return "unknown";
 }
 
 const char *

@@ -16,6 +16,29 @@ enum tls_mode {
 	TLS_MODE_NONE,
 	TLS_MODE_STARTTLS,
 	TLS_MODE_IMPLICIT,
+	TLS_MODE_OPPORTUNISTIC,	/* STARTTLS when offered, else plain text */
+};
+
+/* SASL mechanisms for SMTP AUTH, tried in the configured order. */
+enum auth_mechanism {
+	AUTH_MECHANISM_PLAIN,
+	AUTH_MECHANISM_LOGIN,
+	AUTH_MECHANISM_CRAM_MD5,
+	AUTH_MECHANISM_XOAUTH2,
+};
+#define AUTH_MECHANISM_COUNT (AUTH_MECHANISM_XOAUTH2 + 1)
+
+/* Who receives delivery status notifications ("dsn:" section). */
+enum dsn_mode {
+	DSN_MODE_SENDER,	/* the envelope sender */
+	DSN_MODE_ADMIN,		/* dsn.address only */
+	DSN_MODE_OFF,
+};
+
+/* SHA-256 digest of a certificate's DER encoding, for smarthost.tls_fingerprint. */
+#define CONFIG_FINGERPRINT_SIZE 32
+struct config_fingerprint {
+	unsigned char sha256[CONFIG_FINGERPRINT_SIZE];
 };
 
 enum uncertain_policy {
@@ -40,6 +63,7 @@ struct config_timeouts {
 	int64_t data_init;	/* 354 reply to DATA: 2m */
 	int64_t data_block;	/* each write of the body: 3m */
 	int64_t data_end;	/* reply after the final dot: 10m */
+	int64_t session;	/* whole session, connect to close: 30m */
 };
 
 /* One smart host endpoint; "fallback:" entries default to the primary's values. */
@@ -56,7 +80,21 @@ struct config_smarthost {
 	bool tls_verify;		/* default true */
 	char *ca_file;			/* NULL: the system store */
 	char *username;			/* NULL: no SMTP AUTH */
-	char *password_file;		/* required with username */
+	char *password_file;		/* one of password_file, _command, _env with username */
+	char *password_command;		/* run with /bin/sh -c; stdout line 1 is the secret */
+	char *password_env;		/* name of an environment variable */
+	enum auth_mechanism auth_mechanisms[AUTH_MECHANISM_COUNT];	/* in order of preference */
+	size_t auth_mechanism_count;	/* default PLAIN, LOGIN, CRAM-MD5 */
+	int tls_min_version;		/* 12 (default) or 13, for TLS 1.2 or 1.3 */
+	char *tls_ciphers;		/* OpenSSL cipher list for TLS 1.2; NULL: OpenSSL's default */
+	char *tls_ciphersuites;		/* TLS 1.3 cipher suites; NULL: OpenSSL's default */
+	char *ca_path;			/* hashed CA directory (c_rehash), besides ca_file */
+	struct config_fingerprint *tls_fingerprints;	/* pinned leaf certificates */
+	size_t tls_fingerprint_count;
+	char *tls_client_cert;		/* PEM client certificate, with tls_client_key */
+	char *tls_client_key;
+	int64_t endpoint_cooldown;	/* a failed endpoint is skipped this long: default 5m */
+	int max_messages_per_minute;	/* messages started in any 60 s; 0 (default): no limit */
 	char *helo_name;		/* NULL: the host's FQDN */
 	int max_connections;		/* default 2 */
 	int max_messages_per_connection;	/* default 100 */
@@ -64,6 +102,13 @@ struct config_smarthost {
 	struct config_timeouts timeouts;
 	struct config_endpoint *fallback;
 	size_t fallback_count;
+};
+
+/* Delivery status notifications for failed recipients. */
+struct config_dsn {
+	enum dsn_mode mode;		/* default sender */
+	char *address;			/* required with mode admin */
+	int max_per_hour;		/* default 100; 0: no limit */
 };
 
 struct config_retry {
@@ -84,6 +129,8 @@ struct config_smtpd {
 struct config {
 	char *path;			/* the file this was loaded from */
 	char *queue_path;		/* default /var/lib/relayq/queue.db */
+	int64_t keep_sent;		/* body of a sent message kept: default 30d */
+	int64_t keep_history;		/* record of a sent message kept: default 400d */
 	struct config_listen *listen;	/* default 127.0.0.1:25 */
 	size_t listen_count;
 	char *pickup_path;		/* NULL: no pickup directory */
@@ -91,7 +138,10 @@ struct config {
 	struct config_smarthost smarthost;
 	struct config_retry retry;
 	struct config_smtpd smtpd;
+	struct config_dsn dsn;
 	enum log_level log_level;	/* "log: {level: info}" */
+	char *user;			/* switch to this user when started as root; NULL: stay */
+	int refs;			/* references; config_free() drops one */
 };
 
 /*
@@ -102,9 +152,20 @@ struct config {
 int config_load(const char *path, struct config **out, char **errstr);
 void config_free(struct config *config);
 
+/*
+ * Take another reference to CONFIG and return it. A loaded config starts
+ * with one reference, and config_free() releases it only with the last,
+ * so a daemon can keep an old config alive for sessions that use it
+ * while a reloaded one takes its place.
+ */
+struct config *config_ref(struct config *config);
+
 /* The config path to use when none is given: $RELAYQ_CONFIG or the platform default. */
 const char *config_default_path(void);
 
 const char *tls_mode_name(enum tls_mode mode);
+
+/* The SASL name of MECHANISM, such as "CRAM-MD5". */
+const char *auth_mechanism_name(enum auth_mechanism mechanism);
 
 #endif

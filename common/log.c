@@ -1,5 +1,8 @@
 /*
  * Logging to stderr, one line per event: "TIME relayqd[PID]: LEVEL: text".
+ * When stderr is connected to the systemd journal, lines read
+ * "<PRIORITY>LEVEL: text" instead: the journal parses the syslog priority
+ * and adds the time, the name and the pid itself.
  * Callers escape peer-supplied strings with log_escape() before logging.
  */
 #include <stdarg.h>
@@ -7,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,6 +19,7 @@
 
 static const char *log_progname = "relayq";
 static enum log_level log_max_level = LOG_LEVEL_INFO;
+static int log_to_journal;	/* stderr is the journal's stream */
 
 static const char *const log_level_names[] = {
 	[LOG_LEVEL_ERROR] = "error",
@@ -23,11 +28,40 @@ static const char *const log_level_names[] = {
 	[LOG_LEVEL_DEBUG] = "debug",
 };
 
+/* syslog(3) priorities of the levels, for the journal's "<N>" line prefix. */
+static const int log_level_priorities[] = {
+	[LOG_LEVEL_ERROR] = 3,
+	[LOG_LEVEL_WARNING] = 4,
+	[LOG_LEVEL_INFO] = 6,
+	[LOG_LEVEL_DEBUG] = 7,
+};
+
+/*
+ * True when stderr is the journal's stream: systemd sets JOURNAL_STREAM
+ * to "DEVICE:INODE" of the stream it connects, which is stderr only
+ * while nobody has redirected it.
+ */
+static int
+log_stderr_is_journal(void)
+{
+	const char *env = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (env == NULL || sscanf(env, "%llu:%llu", &dev, &ino) != 2)
+		return 0;
+	if (fstat(STDERR_FILENO, &st) == -1)
+		return 0;
+	return (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino;
+}
+
 void
 log_init(const char *progname, enum log_level level)
 {
 	log_progname = progname;
 	log_max_level = level;
+	log_to_journal = log_stderr_is_journal();
 }
 
 void
@@ -56,25 +90,37 @@ log_debug_enabled(void)
 	return log_max_level >= LOG_LEVEL_DEBUG;
 }
 
+/* Write the start of a line at LEVEL into LINE. Returns its length as snprintf() does. */
+static int
+log_prefix(enum log_level level, char *line, size_t size)
+{
+	char stamp[32];
+	struct timespec ts;
+	struct tm tm;
+
+	if (log_to_journal)
+		return snprintf(line, size, "<%d>%s: ", log_level_priorities[level],
+		    log_level_names[level]);
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+	return snprintf(line, size, "%s.%03ldZ %s[%ld]: %s: ", stamp,
+	    ts.tv_nsec / 1000000, log_progname, (long)getpid(),
+	    log_level_names[level]);
+}
+
 static void
 log_write(enum log_level level, const char *fmt, va_list ap)
 {
-	char stamp[32], line[8192];
-	struct timespec ts;
-	struct tm tm;
+	char line[8192];
 	int n;
 
 	if (level > log_max_level)
 		return;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-
 	/* One write per line keeps lines whole when several processes share stderr. */
-	n = snprintf(line, sizeof(line), "%s.%03ldZ %s[%ld]: %s: ", stamp,
-	    ts.tv_nsec / 1000000, log_progname, (long)getpid(),
-	    log_level_names[level]);
+	n = log_prefix(level, line, sizeof(line));
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

@@ -25,11 +25,125 @@
 
 #define QUEUE_SCHEMA_VERSION 1
 
+/*
+ * Statements that run again and again, prepared once on first use and
+ * kept until queue_store_close(). Every user resets its statement before
+ * returning, so none holds a read transaction open between calls.
+ */
+enum queue_stmt {
+	QUEUE_STMT_BEGIN,
+	QUEUE_STMT_COMMIT,
+	QUEUE_STMT_MESSAGE_INSERT,
+	QUEUE_STMT_RECIPIENT_INSERT,
+	QUEUE_STMT_CHUNK_INSERT,
+	QUEUE_STMT_MESSAGE_ACCEPT,
+	QUEUE_STMT_DELETE_CHUNKS,
+	QUEUE_STMT_DELETE_RECIPIENTS,
+	QUEUE_STMT_DELETE_ATTEMPTS,
+	QUEUE_STMT_DELETE_MESSAGE,
+	QUEUE_STMT_RECIPIENTS_PENDING,
+	QUEUE_STMT_RECIPIENTS_FAILED,
+	QUEUE_STMT_CLAIM_SELECT,
+	QUEUE_STMT_CLAIM_SELECT_UNCERTAIN,
+	QUEUE_STMT_CLAIM_UPDATE,
+	QUEUE_STMT_COUNT_DUE,
+	QUEUE_STMT_COUNT_DUE_UNCERTAIN,
+	QUEUE_STMT_NEXT_DUE,
+	QUEUE_STMT_NEXT_DUE_UNCERTAIN,
+	QUEUE_STMT_CHUNK_READ,
+	QUEUE_STMT_RECIPIENT_UPDATE,
+	QUEUE_STMT_ATTEMPT_INSERT,
+	QUEUE_STMT_MESSAGE_FINISH,
+	QUEUE_STMT_COUNT,
+};
+
+/*
+ * The columns of a claimed message. A due message is found as the head of
+ * each state's range in the index message_by_state(state, next_attempt,
+ * id), so finding it costs a few index lookups however long the queue is;
+ * "ORDER BY id" over the whole due set would sort every due row instead.
+ * The earliest due wins: a queued message is due since its next_attempt
+ * (its creation time, or when it was released or retried), a deferred or
+ * uncertain one since its next_attempt came.
+ */
+#define QUEUE_CLAIM_COLUMNS \
+	"SELECT id, sender, message_id, size, created, attempt_count, state " \
+	"FROM message WHERE id = (SELECT id FROM ("
+#define QUEUE_CLAIM_HEAD(condition) \
+	"SELECT * FROM (SELECT id, next_attempt FROM message WHERE " condition \
+	" ORDER BY next_attempt, id LIMIT 1)"
+#define QUEUE_CLAIM_END ") ORDER BY next_attempt, id LIMIT 1)"
+
+static const char *const queue_stmt_sql[QUEUE_STMT_COUNT] = {
+	[QUEUE_STMT_BEGIN] = "BEGIN IMMEDIATE",
+	[QUEUE_STMT_COMMIT] = "COMMIT",
+	[QUEUE_STMT_MESSAGE_INSERT] = "INSERT INTO message(state, sender, "
+	    "created, next_attempt, client) VALUES('receiving', ?1, ?2, ?2, ?3)",
+	[QUEUE_STMT_RECIPIENT_INSERT] = "INSERT INTO recipient(message, idx, "
+	    "address) VALUES(?1, ?2, ?3)",
+	[QUEUE_STMT_CHUNK_INSERT] = "INSERT INTO chunk(message, seq, data) "
+	    "VALUES(?1, ?2, ?3)",
+	[QUEUE_STMT_MESSAGE_ACCEPT] = "UPDATE message SET state = 'queued', "
+	    "size = ?2, message_id = ?3 WHERE id = ?1 AND state = 'receiving'",
+	[QUEUE_STMT_DELETE_CHUNKS] = "DELETE FROM chunk WHERE message = ?1",
+	[QUEUE_STMT_DELETE_RECIPIENTS] = "DELETE FROM recipient WHERE message = ?1",
+	[QUEUE_STMT_DELETE_ATTEMPTS] = "DELETE FROM attempt WHERE message = ?1",
+	[QUEUE_STMT_DELETE_MESSAGE] = "DELETE FROM message WHERE id = ?1",
+	[QUEUE_STMT_RECIPIENTS_PENDING] = "SELECT idx, address FROM recipient "
+	    "WHERE message = ?1 AND state = 'pending' ORDER BY idx",
+	[QUEUE_STMT_RECIPIENTS_FAILED] = "SELECT count(*) FROM recipient "
+	    "WHERE message = ?1 AND state = 'failed'",
+	[QUEUE_STMT_CLAIM_SELECT] = QUEUE_CLAIM_COLUMNS
+	    QUEUE_CLAIM_HEAD("state = 'queued'") " UNION ALL "
+	    QUEUE_CLAIM_HEAD("state = 'deferred' AND next_attempt <= ?1")
+	    QUEUE_CLAIM_END,
+	[QUEUE_STMT_CLAIM_SELECT_UNCERTAIN] = QUEUE_CLAIM_COLUMNS
+	    QUEUE_CLAIM_HEAD("state = 'queued'") " UNION ALL "
+	    QUEUE_CLAIM_HEAD("state = 'deferred' AND next_attempt <= ?1") " UNION ALL "
+	    QUEUE_CLAIM_HEAD("state = 'uncertain' AND next_attempt <= ?1")
+	    QUEUE_CLAIM_END,
+	[QUEUE_STMT_CLAIM_UPDATE] = "UPDATE message SET state = 'sending' "
+	    "WHERE id = ?1",
+	/*
+	 * queued messages are due at once; the others when next_attempt has
+	 * come. One count per index range: with OR, SQLite collects and sorts
+	 * the rowids of both ranges before it counts them.
+	 */
+	[QUEUE_STMT_COUNT_DUE] =
+	    "SELECT (SELECT count(*) FROM message WHERE state = 'queued') + "
+	    "(SELECT count(*) FROM message WHERE state = 'deferred' AND "
+	    "next_attempt <= ?1)",
+	[QUEUE_STMT_COUNT_DUE_UNCERTAIN] =
+	    "SELECT (SELECT count(*) FROM message WHERE state = 'queued') + "
+	    "(SELECT count(*) FROM message WHERE state = 'deferred' AND "
+	    "next_attempt <= ?1) + "
+	    "(SELECT count(*) FROM message WHERE state = 'uncertain' AND "
+	    "next_attempt <= ?1)",
+	[QUEUE_STMT_NEXT_DUE] = "SELECT min(next_attempt) FROM message "
+	    "WHERE state = 'deferred'",
+	[QUEUE_STMT_NEXT_DUE_UNCERTAIN] = "SELECT min(next_attempt) FROM message "
+	    "WHERE state IN ('deferred', 'uncertain')",
+	[QUEUE_STMT_CHUNK_READ] = "SELECT data FROM chunk "
+	    "WHERE message = ?1 AND seq = ?2",
+	[QUEUE_STMT_RECIPIENT_UPDATE] = "UPDATE recipient SET state = ?3, "
+	    "code = ?4, status = ?5, text = ?6, updated = ?7 "
+	    "WHERE message = ?1 AND idx = ?2",
+	[QUEUE_STMT_ATTEMPT_INSERT] = "INSERT INTO attempt(message, time, host, "
+	    "code, status, text) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+	[QUEUE_STMT_MESSAGE_FINISH] = "UPDATE message SET state = ?2, "
+	    "next_attempt = ?3, attempt_count = attempt_count + 1, "
+	    "last_error = ?4, final_reply = coalesce(?5, final_reply), "
+	    "sent_at = CASE WHEN ?2 = 'sent' THEN ?6 ELSE sent_at END "
+	    "WHERE id = ?1",
+};
+
 struct queue_store {
 	sqlite3 *db;
 	char *path;
 	int depth;		/* open explicit transactions (0 or 1) */
+	bool sync_full;		/* synchronous=FULL is in effect, for a durable transaction */
 	int last_rc;		/* extended code of the last failure */
+	sqlite3_stmt *stmts[QUEUE_STMT_COUNT];
 };
 
 static const char *const msg_state_names[MSG_STATE_COUNT] = {
@@ -171,18 +285,38 @@ queue_store_exec(struct queue_store *qs, const char *sql, char **errstr)
 	return 0;
 }
 
+/* The cached statement WHICH, prepared on first use; NULL with *ERRSTR set on failure. */
 static sqlite3_stmt *
-queue_store_prepare(struct queue_store *qs, const char *sql, char **errstr)
+queue_store_stmt(struct queue_store *qs, enum queue_stmt which, char **errstr)
 {
-	sqlite3_stmt *stmt = NULL;
+	sqlite3_stmt **stmt = &qs->stmts[which];
 
-	/* SQLITE_PREPARE_PERSISTENT: these statements run again and again. */
-	if (sqlite3_prepare_v3(qs->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt,
-	    NULL) != SQLITE_OK) {
+	if (*stmt != NULL)
+		return *stmt;
+	if (sqlite3_prepare_v3(qs->db, queue_stmt_sql[which], -1,
+	    SQLITE_PREPARE_PERSISTENT, stmt, NULL) != SQLITE_OK) {
+		*stmt = NULL;
 		queue_store_fail(qs, errstr, "cannot prepare a query");
 		return NULL;
 	}
-	return stmt;
+	return *stmt;
+}
+
+/*
+ * Set synchronous=FULL or NORMAL unless it is in effect already. PRAGMA
+ * synchronous acts when it is compiled, so it runs through sqlite3_exec()
+ * rather than a cached statement.
+ */
+static int
+queue_store_set_sync(struct queue_store *qs, bool full, char **errstr)
+{
+	if (qs->sync_full == full)
+		return 0;
+	if (queue_store_exec(qs, full ? "PRAGMA synchronous=FULL" :
+	    "PRAGMA synchronous=NORMAL", errstr) == -1)
+		return -1;
+	qs->sync_full = full;
+	return 0;
 }
 
 /* Create the directory of PATH with mode 0700 when it is missing. */
@@ -301,8 +435,12 @@ fail:
 void
 queue_store_close(struct queue_store *qs)
 {
+	size_t i;
+
 	if (qs == NULL)
 		return;
+	for (i = 0; i < QUEUE_STMT_COUNT; i++)
+		sqlite3_finalize(qs->stmts[i]);
 	sqlite3_close_v2(qs->db);
 	free(qs->path);
 	free(qs);
@@ -314,16 +452,43 @@ queue_store_db(struct queue_store *qs)
 	return qs->db;
 }
 
+/*
+ * Run a cached statement that returns no rows, then reset it and clear
+ * its bindings, which may point into the caller's memory.
+ */
+static int
+queue_store_step_done(struct queue_store *qs, sqlite3_stmt *stmt, char **errstr,
+    const char *what)
+{
+	int rc = sqlite3_step(stmt);
+
+	if (rc != SQLITE_DONE)
+		queue_store_fail(qs, errstr, what);
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Run the cached statement WHICH, which takes no parameters and returns no rows. */
+static int
+queue_store_run(struct queue_store *qs, enum queue_stmt which, char **errstr)
+{
+	sqlite3_stmt *stmt = queue_store_stmt(qs, which, errstr);
+
+	if (stmt == NULL)
+		return -1;
+	return queue_store_step_done(qs, stmt, errstr, "database statement failed");
+}
+
 int
 queue_store_begin(struct queue_store *qs, bool durable, char **errstr)
 {
 	if (qs->depth > 0)
 		return set_error(errstr, "internal error: nested queue transaction");
-	if (durable && queue_store_exec(qs, "PRAGMA synchronous=FULL", errstr) == -1)
+	if (durable && queue_store_set_sync(qs, true, errstr) == -1)
 		return -1;
-	if (queue_store_exec(qs, "BEGIN IMMEDIATE", errstr) == -1) {
-		if (durable)
-			sqlite3_exec(qs->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+	if (queue_store_run(qs, QUEUE_STMT_BEGIN, errstr) == -1) {
+		queue_store_set_sync(qs, false, NULL);
 		return -1;
 	}
 	qs->depth = 1;
@@ -335,14 +500,14 @@ queue_store_commit(struct queue_store *qs, char **errstr)
 {
 	int rc;
 
-	rc = queue_store_exec(qs, "COMMIT", errstr);
+	rc = queue_store_run(qs, QUEUE_STMT_COMMIT, errstr);
 	if (rc == -1) {
 		/* A failed COMMIT may leave the transaction open: end it. */
 		if (!sqlite3_get_autocommit(qs->db))
 			sqlite3_exec(qs->db, "ROLLBACK", NULL, NULL, NULL);
 	}
 	qs->depth = 0;
-	sqlite3_exec(qs->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+	queue_store_set_sync(qs, false, NULL);
 	return rc;
 }
 
@@ -352,22 +517,37 @@ queue_store_rollback(struct queue_store *qs)
 	if (!sqlite3_get_autocommit(qs->db))
 		sqlite3_exec(qs->db, "ROLLBACK", NULL, NULL, NULL);
 	qs->depth = 0;
-	sqlite3_exec(qs->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+	queue_store_set_sync(qs, false, NULL);
 }
 
-/* Run a prepared statement that returns no rows, then reset it. */
+/* End a transaction that a store function opened for itself: commit after RC 0, else roll back. */
 static int
-queue_store_step_done(struct queue_store *qs, sqlite3_stmt *stmt, char **errstr,
-    const char *what)
+queue_store_end_own(struct queue_store *qs, int rc, char **errstr)
 {
-	int rc = sqlite3_step(stmt);
+	if (rc == 0)
+		return queue_store_commit(qs, errstr);
+	queue_store_rollback(qs);
+	return rc;
+}
 
-	if (rc != SQLITE_DONE) {
-		queue_store_fail(qs, errstr, what);
-		sqlite3_reset(stmt);
+static int
+queue_store_insert_recipients(struct queue_store *qs, int64_t id,
+    char *const *rcpts, size_t rcpt_count, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	size_t i;
+
+	stmt = queue_store_stmt(qs, QUEUE_STMT_RECIPIENT_INSERT, errstr);
+	if (stmt == NULL)
 		return -1;
+	for (i = 0; i < rcpt_count; i++) {
+		sqlite3_bind_int64(stmt, 1, id);
+		sqlite3_bind_int64(stmt, 2, (sqlite3_int64)i);
+		sqlite3_bind_text(stmt, 3, rcpts[i], -1, SQLITE_STATIC);
+		if (queue_store_step_done(qs, stmt, errstr,
+		    "cannot store a recipient") == -1)
+			return -1;
 	}
-	sqlite3_reset(stmt);
 	return 0;
 }
 
@@ -376,48 +556,26 @@ queue_store_message_create(struct queue_store *qs, const char *sender,
     char *const *rcpts, size_t rcpt_count, const char *client, int64_t now,
     int64_t *id, char **errstr)
 {
-	sqlite3_stmt *msg = NULL, *rcpt = NULL;
+	sqlite3_stmt *stmt;
 	bool own = qs->depth == 0;
-	size_t i;
 	int rc = -1;
 
 	if (own && queue_store_begin(qs, false, errstr) == -1)
 		return -1;
 
-	msg = queue_store_prepare(qs, "INSERT INTO message(state, sender, created, "
-	    "next_attempt, client) VALUES('receiving', ?1, ?2, ?2, ?3)", errstr);
-	rcpt = queue_store_prepare(qs, "INSERT INTO recipient(message, idx, address) "
-	    "VALUES(?1, ?2, ?3)", errstr);
-	if (msg == NULL || rcpt == NULL)
+	stmt = queue_store_stmt(qs, QUEUE_STMT_MESSAGE_INSERT, errstr);
+	if (stmt == NULL)
 		goto done;
-
-	sqlite3_bind_text(msg, 1, sender, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(msg, 2, now);
-	sqlite3_bind_text(msg, 3, client, -1, SQLITE_STATIC);
-	if (queue_store_step_done(qs, msg, errstr, "cannot store a new message") == -1)
+	sqlite3_bind_text(stmt, 1, sender, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, now);
+	sqlite3_bind_text(stmt, 3, client, -1, SQLITE_STATIC);
+	if (queue_store_step_done(qs, stmt, errstr, "cannot store a new message") == -1)
 		goto done;
 	*id = sqlite3_last_insert_rowid(qs->db);
-
-	for (i = 0; i < rcpt_count; i++) {
-		sqlite3_bind_int64(rcpt, 1, *id);
-		sqlite3_bind_int64(rcpt, 2, (sqlite3_int64)i);
-		sqlite3_bind_text(rcpt, 3, rcpts[i], -1, SQLITE_STATIC);
-		if (queue_store_step_done(qs, rcpt, errstr,
-		    "cannot store a recipient") == -1)
-			goto done;
-	}
-	rc = 0;
+	rc = queue_store_insert_recipients(qs, *id, rcpts, rcpt_count, errstr);
 
 done:
-	sqlite3_finalize(msg);
-	sqlite3_finalize(rcpt);
-	if (own) {
-		if (rc == 0)
-			rc = queue_store_commit(qs, errstr);
-		else
-			queue_store_rollback(qs);
-	}
-	return rc;
+	return own ? queue_store_end_own(qs, rc, errstr) : rc;
 }
 
 int
@@ -425,18 +583,14 @@ queue_store_chunk_append(struct queue_store *qs, int64_t id, int seq,
     const void *data, size_t len, char **errstr)
 {
 	sqlite3_stmt *stmt;
-	int rc;
 
-	stmt = queue_store_prepare(qs, "INSERT INTO chunk(message, seq, data) "
-	    "VALUES(?1, ?2, ?3)", errstr);
+	stmt = queue_store_stmt(qs, QUEUE_STMT_CHUNK_INSERT, errstr);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, id);
 	sqlite3_bind_int(stmt, 2, seq);
 	sqlite3_bind_blob(stmt, 3, data, (int)len, SQLITE_STATIC);
-	rc = queue_store_step_done(qs, stmt, errstr, "cannot store message data");
-	sqlite3_finalize(stmt);
-	return rc;
+	return queue_store_step_done(qs, stmt, errstr, "cannot store message data");
 }
 
 int
@@ -444,31 +598,29 @@ queue_store_message_accept(struct queue_store *qs, int64_t id, uint64_t size,
     const char *message_id, char **errstr)
 {
 	sqlite3_stmt *stmt;
-	int rc;
 
-	stmt = queue_store_prepare(qs, "UPDATE message SET state = 'queued', "
-	    "size = ?2, message_id = ?3 WHERE id = ?1 AND state = 'receiving'", errstr);
+	stmt = queue_store_stmt(qs, QUEUE_STMT_MESSAGE_ACCEPT, errstr);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, id);
 	sqlite3_bind_int64(stmt, 2, (sqlite3_int64)size);
 	sqlite3_bind_text(stmt, 3, message_id, -1, SQLITE_STATIC);
-	rc = queue_store_step_done(qs, stmt, errstr, "cannot accept a message");
-	if (rc == 0 && sqlite3_changes(qs->db) != 1)
-		rc = set_error(errstr, "message %lld vanished while it was received",
+	if (queue_store_step_done(qs, stmt, errstr, "cannot accept a message") == -1)
+		return -1;
+	if (sqlite3_changes(qs->db) != 1)
+		return set_error(errstr, "message %lld vanished while it was received",
 		    (long long)id);
-	sqlite3_finalize(stmt);
-	return rc;
+	return 0;
 }
 
 int
 queue_store_message_delete(struct queue_store *qs, int64_t id, char **errstr)
 {
-	static const char *const sql[] = {
-		"DELETE FROM chunk WHERE message = ?1",
-		"DELETE FROM recipient WHERE message = ?1",
-		"DELETE FROM attempt WHERE message = ?1",
-		"DELETE FROM message WHERE id = ?1",
+	static const enum queue_stmt deletes[] = {
+		QUEUE_STMT_DELETE_CHUNKS,
+		QUEUE_STMT_DELETE_RECIPIENTS,
+		QUEUE_STMT_DELETE_ATTEMPTS,
+		QUEUE_STMT_DELETE_MESSAGE,
 	};
 	bool own = qs->depth == 0;
 	size_t i;
@@ -476,8 +628,8 @@ queue_store_message_delete(struct queue_store *qs, int64_t id, char **errstr)
 
 	if (own && queue_store_begin(qs, false, errstr) == -1)
 		return -1;
-	for (i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++) {
-		sqlite3_stmt *stmt = queue_store_prepare(qs, sql[i], errstr);
+	for (i = 0; i < sizeof(deletes) / sizeof(deletes[0]) && rc == 0; i++) {
+		sqlite3_stmt *stmt = queue_store_stmt(qs, deletes[i], errstr);
 
 		if (stmt == NULL) {
 			rc = -1;
@@ -485,15 +637,8 @@ queue_store_message_delete(struct queue_store *qs, int64_t id, char **errstr)
 		}
 		sqlite3_bind_int64(stmt, 1, id);
 		rc = queue_store_step_done(qs, stmt, errstr, "cannot delete a message");
-		sqlite3_finalize(stmt);
 	}
-	if (own) {
-		if (rc == 0)
-			rc = queue_store_commit(qs, errstr);
-		else
-			queue_store_rollback(qs);
-	}
-	return rc;
+	return own ? queue_store_end_own(qs, rc, errstr) : rc;
 }
 
 int
@@ -540,15 +685,6 @@ queue_message_free(struct queue_message *msg)
 	free(msg);
 }
 
-static const char *
-queue_due_condition(bool include_uncertain)
-{
-	/* queued messages are due at once; the others when next_attempt has come. */
-	return include_uncertain ?
-	    "(state = 'queued' OR (state IN ('deferred', 'uncertain') AND next_attempt <= ?1))" :
-	    "(state = 'queued' OR (state = 'deferred' AND next_attempt <= ?1))";
-}
-
 static int
 queue_store_load_recipients(struct queue_store *qs, struct queue_message *msg,
     char **errstr)
@@ -557,8 +693,7 @@ queue_store_load_recipients(struct queue_store *qs, struct queue_message *msg,
 	size_t cap = 4;
 	int rc;
 
-	stmt = queue_store_prepare(qs, "SELECT idx, address FROM recipient "
-	    "WHERE message = ?1 AND state = 'pending' ORDER BY idx", errstr);
+	stmt = queue_store_stmt(qs, QUEUE_STMT_RECIPIENTS_PENDING, errstr);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, msg->id);
@@ -578,7 +713,7 @@ queue_store_load_recipients(struct queue_store *qs, struct queue_message *msg,
 	}
 	if (rc != SQLITE_DONE)
 		queue_store_fail(qs, errstr, "cannot read recipients");
-	sqlite3_finalize(stmt);
+	sqlite3_reset(stmt);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -589,8 +724,7 @@ queue_store_count_failed(struct queue_store *qs, struct queue_message *msg,
 	sqlite3_stmt *stmt;
 	int rc = -1;
 
-	stmt = queue_store_prepare(qs, "SELECT count(*) FROM recipient "
-	    "WHERE message = ?1 AND state = 'failed'", errstr);
+	stmt = queue_store_stmt(qs, QUEUE_STMT_RECIPIENTS_FAILED, errstr);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, msg->id);
@@ -600,7 +734,7 @@ queue_store_count_failed(struct queue_store *qs, struct queue_message *msg,
 	} else {
 		queue_store_fail(qs, errstr, "cannot read recipients");
 	}
-	sqlite3_finalize(stmt);
+	sqlite3_reset(stmt);
 	return rc;
 }
 
@@ -621,41 +755,48 @@ queue_message_from_row(sqlite3_stmt *stmt)
 	return msg;
 }
 
+/* Find the due message that has waited longest. Returns 1 with *OUT set, 0 when none is due, -1 on error. */
+static int
+queue_store_find_due(struct queue_store *qs, int64_t now, bool include_uncertain,
+    struct queue_message **out, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	int step;
+
+	stmt = queue_store_stmt(qs, include_uncertain ?
+	    QUEUE_STMT_CLAIM_SELECT_UNCERTAIN : QUEUE_STMT_CLAIM_SELECT, errstr);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now);
+	step = sqlite3_step(stmt);
+	if (step == SQLITE_ROW)
+		*out = queue_message_from_row(stmt);
+	else if (step != SQLITE_DONE)
+		queue_store_fail(qs, errstr, "cannot look for due messages");
+	sqlite3_reset(stmt);
+	if (step == SQLITE_ROW)
+		return 1;
+	return step == SQLITE_DONE ? 0 : -1;
+}
+
 int
 queue_store_claim_due(struct queue_store *qs, int64_t now, bool include_uncertain,
     struct queue_message **out, char **errstr)
 {
 	struct queue_message *msg = NULL;
-	sqlite3_stmt *stmt = NULL, *claim = NULL;
-	char *sql;
+	sqlite3_stmt *claim;
 	bool own = qs->depth == 0;
-	int rc = -1, step;
+	int rc;
 
 	*out = NULL;
 	if (own && queue_store_begin(qs, false, errstr) == -1)
 		return -1;
 
-	sql = xasprintf("SELECT id, sender, message_id, size, created, attempt_count, "
-	    "state FROM message WHERE %s ORDER BY id LIMIT 1",
-	    queue_due_condition(include_uncertain));
-	stmt = queue_store_prepare(qs, sql, errstr);
-	free(sql);
-	if (stmt == NULL)
+	rc = queue_store_find_due(qs, now, include_uncertain, &msg, errstr);
+	if (rc != 1)
 		goto done;
-	sqlite3_bind_int64(stmt, 1, now);
-	step = sqlite3_step(stmt);
-	if (step == SQLITE_DONE) {
-		rc = 0;
-		goto done;
-	}
-	if (step != SQLITE_ROW) {
-		queue_store_fail(qs, errstr, "cannot look for due messages");
-		goto done;
-	}
-	msg = queue_message_from_row(stmt);
-
-	claim = queue_store_prepare(qs, "UPDATE message SET state = 'sending' "
-	    "WHERE id = ?1", errstr);
+	rc = -1;
+	claim = queue_store_stmt(qs, QUEUE_STMT_CLAIM_UPDATE, errstr);
 	if (claim == NULL)
 		goto done;
 	sqlite3_bind_int64(claim, 1, msg->id);
@@ -668,8 +809,6 @@ queue_store_claim_due(struct queue_store *qs, int64_t now, bool include_uncertai
 	rc = 1;
 
 done:
-	sqlite3_finalize(stmt);
-	sqlite3_finalize(claim);
 	if (own) {
 		if (rc >= 0 && queue_store_commit(qs, errstr) == -1)
 			rc = -1;
@@ -688,13 +827,10 @@ queue_store_count_due(struct queue_store *qs, int64_t now, bool include_uncertai
     int64_t *count, char **errstr)
 {
 	sqlite3_stmt *stmt;
-	char *sql;
 	int rc = -1;
 
-	sql = xasprintf("SELECT count(*) FROM message WHERE %s",
-	    queue_due_condition(include_uncertain));
-	stmt = queue_store_prepare(qs, sql, errstr);
-	free(sql);
+	stmt = queue_store_stmt(qs, include_uncertain ?
+	    QUEUE_STMT_COUNT_DUE_UNCERTAIN : QUEUE_STMT_COUNT_DUE, errstr);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, now);
@@ -704,7 +840,7 @@ queue_store_count_due(struct queue_store *qs, int64_t now, bool include_uncertai
 	} else {
 		queue_store_fail(qs, errstr, "cannot count due messages");
 	}
-	sqlite3_finalize(stmt);
+	sqlite3_reset(stmt);
 	return rc;
 }
 
@@ -715,9 +851,8 @@ queue_store_next_due(struct queue_store *qs, bool include_uncertain,
 	sqlite3_stmt *stmt;
 	int rc = -1;
 
-	stmt = queue_store_prepare(qs, include_uncertain ?
-	    "SELECT min(next_attempt) FROM message WHERE state IN ('deferred', 'uncertain')" :
-	    "SELECT min(next_attempt) FROM message WHERE state = 'deferred'", errstr);
+	stmt = queue_store_stmt(qs, include_uncertain ?
+	    QUEUE_STMT_NEXT_DUE_UNCERTAIN : QUEUE_STMT_NEXT_DUE, errstr);
 	if (stmt == NULL)
 		return -1;
 	if (sqlite3_step(stmt) == SQLITE_ROW) {
@@ -730,7 +865,7 @@ queue_store_next_due(struct queue_store *qs, bool include_uncertain,
 	} else {
 		queue_store_fail(qs, errstr, "cannot find the next due message");
 	}
-	sqlite3_finalize(stmt);
+	sqlite3_reset(stmt);
 	return rc;
 }
 
@@ -741,8 +876,7 @@ queue_store_chunk_read(struct queue_store *qs, int64_t id, int seq,
 	sqlite3_stmt *stmt;
 	int rc = -1, step;
 
-	stmt = queue_store_prepare(qs, "SELECT data FROM chunk "
-	    "WHERE message = ?1 AND seq = ?2", errstr);
+	stmt = queue_store_stmt(qs, QUEUE_STMT_CHUNK_READ, errstr);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, id);
@@ -762,7 +896,7 @@ queue_store_chunk_read(struct queue_store *qs, int64_t id, int seq,
 	} else {
 		queue_store_fail(qs, errstr, "cannot read message data");
 	}
-	sqlite3_finalize(stmt);
+	sqlite3_reset(stmt);
 	return rc;
 }
 
@@ -774,8 +908,7 @@ queue_store_update_recipients(struct queue_store *qs,
 	size_t i;
 	int rc = 0;
 
-	stmt = queue_store_prepare(qs, "UPDATE recipient SET state = ?3, code = ?4, "
-	    "status = ?5, text = ?6, updated = ?7 WHERE message = ?1 AND idx = ?2", errstr);
+	stmt = queue_store_stmt(qs, QUEUE_STMT_RECIPIENT_UPDATE, errstr);
 	if (stmt == NULL)
 		return -1;
 	for (i = 0; i < msg->rcpt_count && rc == 0; i++) {
@@ -795,9 +928,7 @@ queue_store_update_recipients(struct queue_store *qs,
 		sqlite3_bind_text(stmt, 6, r->text, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(stmt, 7, now);
 		rc = queue_store_step_done(qs, stmt, errstr, "cannot store a recipient result");
-		sqlite3_clear_bindings(stmt);
 	}
-	sqlite3_finalize(stmt);
 	return rc;
 }
 
@@ -806,10 +937,8 @@ queue_store_insert_attempt(struct queue_store *qs, int64_t id,
     const struct queue_attempt *attempt, char **errstr)
 {
 	sqlite3_stmt *stmt;
-	int rc;
 
-	stmt = queue_store_prepare(qs, "INSERT INTO attempt(message, time, host, "
-	    "code, status, text) VALUES(?1, ?2, ?3, ?4, ?5, ?6)", errstr);
+	stmt = queue_store_stmt(qs, QUEUE_STMT_ATTEMPT_INSERT, errstr);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, id);
@@ -821,9 +950,26 @@ queue_store_insert_attempt(struct queue_store *qs, int64_t id,
 		sqlite3_bind_null(stmt, 4);
 	sqlite3_bind_text(stmt, 5, attempt->status, -1, SQLITE_STATIC);
 	sqlite3_bind_text(stmt, 6, attempt->text, -1, SQLITE_STATIC);
-	rc = queue_store_step_done(qs, stmt, errstr, "cannot store a delivery attempt");
-	sqlite3_finalize(stmt);
-	return rc;
+	return queue_store_step_done(qs, stmt, errstr, "cannot store a delivery attempt");
+}
+
+static int
+queue_store_update_message(struct queue_store *qs, const struct queue_message *msg,
+    enum msg_state state, int64_t next_attempt, const char *last_error,
+    const char *final_reply, int64_t now, char **errstr)
+{
+	sqlite3_stmt *stmt;
+
+	stmt = queue_store_stmt(qs, QUEUE_STMT_MESSAGE_FINISH, errstr);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, msg->id);
+	sqlite3_bind_text(stmt, 2, msg_state_name(state), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, next_attempt);
+	sqlite3_bind_text(stmt, 4, last_error, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 5, final_reply, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 6, now);
+	return queue_store_step_done(qs, stmt, errstr, "cannot store a delivery result");
 }
 
 int
@@ -831,7 +977,6 @@ queue_store_finish(struct queue_store *qs, const struct queue_message *msg,
     enum msg_state state, int64_t next_attempt, const char *last_error,
     const char *final_reply, const struct queue_attempt *attempt, char **errstr)
 {
-	sqlite3_stmt *stmt = NULL;
 	bool own = qs->depth == 0;
 	int rc = -1;
 
@@ -841,29 +986,9 @@ queue_store_finish(struct queue_store *qs, const struct queue_message *msg,
 		goto done;
 	if (queue_store_insert_attempt(qs, msg->id, attempt, errstr) == -1)
 		goto done;
-
-	stmt = queue_store_prepare(qs, "UPDATE message SET state = ?2, "
-	    "next_attempt = ?3, attempt_count = attempt_count + 1, last_error = ?4, "
-	    "final_reply = coalesce(?5, final_reply), "
-	    "sent_at = CASE WHEN ?2 = 'sent' THEN ?6 ELSE sent_at END "
-	    "WHERE id = ?1", errstr);
-	if (stmt == NULL)
-		goto done;
-	sqlite3_bind_int64(stmt, 1, msg->id);
-	sqlite3_bind_text(stmt, 2, msg_state_name(state), -1, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 3, next_attempt);
-	sqlite3_bind_text(stmt, 4, last_error, -1, SQLITE_STATIC);
-	sqlite3_bind_text(stmt, 5, final_reply, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 6, attempt->time);
-	rc = queue_store_step_done(qs, stmt, errstr, "cannot store a delivery result");
+	rc = queue_store_update_message(qs, msg, state, next_attempt, last_error,
+	    final_reply, attempt->time, errstr);
 
 done:
-	sqlite3_finalize(stmt);
-	if (own) {
-		if (rc == 0)
-			rc = queue_store_commit(qs, errstr);
-		else
-			queue_store_rollback(qs);
-	}
-	return rc;
+	return own ? queue_store_end_own(qs, rc, errstr) : rc;
 }

@@ -3,8 +3,10 @@
  * message at a time through next_message() and returns it through
  * message_done(), where the outcome is stored durably before anything
  * else happens to the message. A session that fails before it delivers
- * anything moves on to the next endpoint; when every endpoint has failed,
- * all due messages are deferred with their own backoff.
+ * anything puts its endpoint in a cool-down and moves on to the next
+ * healthy endpoint; when every endpoint has failed, all due messages are
+ * deferred with their own backoff. An AUTH failure or a 421 holds the
+ * whole relay instead (relay_policy.c).
  */
 #include <openssl/ssl.h>
 #include <stdlib.h>
@@ -13,25 +15,45 @@
 
 #include <event2/event.h>
 
+#include "dsn.h"
 #include "log.h"
+#include "password_command.h"
+#include "queue_admin.h"
+#include "relay_policy.h"
 #include "relayqd.h"
 #include "scheduler.h"
+#include "secret.h"
 #include "smtp_client.h"
 #include "tls.h"
 #include "util.h"
+
+/*
+ * A session without progress for this long (in ms) no longer counts as
+ * taking the next due message, so a hung session does not keep the
+ * scheduler from opening another one within max_connections.
+ */
+#define SCHEDULER_STALL_MS 3000
 
 struct scheduler_session {
 	LIST_ENTRY(scheduler_session) entry;
 	struct smtp_client *client;
 	size_t endpoint;
 	char *host;		/* "host:port" for attempt records */
+	/*
+	 * What the client was started with, held until it closes, because a
+	 * reload replaces sched.config, sched.tls_ctx and sched.endpoints.
+	 */
+	struct config *config;
+	SSL_CTX *tls_ctx;
+	struct config_endpoint target;	/* host points into config */
+	int64_t progress;	/* Unix ms of the start, the last claim or the last outcome */
 };
 
 static struct {
+	struct config *config;			/* the config the next sessions use */
 	SSL_CTX *tls_ctx;
 	struct config_endpoint *endpoints;	/* primary first, then fallbacks */
 	size_t endpoint_count;
-	size_t endpoint_next;			/* endpoint for the next session */
 	LIST_HEAD(, scheduler_session) sessions;
 	int session_count;
 	struct event *wake_event;
@@ -141,6 +163,40 @@ scheduler_recipient_error(const struct queue_message *msg)
 	return NULL;
 }
 
+/* Record the smart host status for `relayq stats`; a failure affects only that display. */
+static void
+scheduler_note_relay(enum queue_admin_relay status, const char *error)
+{
+	char *store_error = NULL;
+
+	if (queue_admin_set_relay_status(relayqd.store, status, error,
+	    now_seconds(), &store_error) != 0) {
+		log_warning("event=relay_status_failed error=\"%s\"", store_error);
+		free(store_error);
+	}
+}
+
+/* Queue a notification about the recipients of MSG that failed for good. */
+static void
+scheduler_notify(const struct queue_message *msg, const char *host)
+{
+	char *error = NULL, *escaped;
+	int rc;
+
+	rc = dsn_notify(relayqd.store, relayqd.config, msg, host, &error);
+	if (rc == 1) {
+		scheduler_wake();
+		return;
+	}
+	if (rc == -1) {
+		escaped = log_escape(error, strlen(error));
+		log_error("msg=%lld event=dsn_failed error=\"%s\"",
+		    (long long)msg->id, escaped);
+		free(escaped);
+		free(error);
+	}
+}
+
 /*
  * Store the result of one attempt on MSG and log it. REASON is the
  * one-line description (the reply or the local error).
@@ -216,6 +272,9 @@ scheduler_record(struct queue_message *msg, enum delivery_status status,
 		    (long long)msg->id, state == MSG_SENT ? "sent" : "failed", host,
 		    msg->attempt_count + 1, escaped);
 	free(escaped);
+	if (state == MSG_SENT)
+		scheduler_note_relay(QUEUE_ADMIN_RELAY_OK, NULL);
+	scheduler_notify(msg, host);
 
 done:
 	free(attempt_text);
@@ -235,23 +294,53 @@ scheduler_session_find(struct smtp_client *client)
 	return NULL;
 }
 
+/* True when a message is due now, for a session deciding whether to wait. */
+static bool
+scheduler_has_due(void)
+{
+	int64_t due = 0;
+	char *error = NULL;
+
+	if (queue_store_count_due(relayqd.store, now_seconds(),
+	    scheduler_include_uncertain(), &due, &error) == -1) {
+		free(error);
+		return false;
+	}
+	return due > 0;
+}
+
 static struct queue_message *
-scheduler_next_message(void *arg, struct smtp_client *client)
+scheduler_next_message(void *arg, struct smtp_client *client,
+    int64_t *retry_ms)
 {
 	struct queue_message *msg = NULL;
 	char *error = NULL;
+	int64_t wait;
 
-	if (sched.stopping || relayqd.stopping)
+	if (sched.stopping || relayqd.stopping ||
+	    relay_policy_held(now_seconds(), NULL))
 		return NULL;
+	wait = relay_policy_rate_wait(now_millis());
+	if (wait > 0) {
+		if (scheduler_has_due())
+			*retry_ms = wait;
+		return NULL;
+	}
 	if (queue_store_claim_due(relayqd.store, now_seconds(),
 	    scheduler_include_uncertain(), &msg, &error) == -1) {
 		log_error("event=claim_failed error=\"%s\"", error);
 		free(error);
 		return NULL;
 	}
-	if (msg != NULL)
+	if (msg != NULL) {
+		struct scheduler_session *s = scheduler_session_find(client);
+
+		if (s != NULL)
+			s->progress = now_millis();
+		relay_policy_rate_take(now_millis());
 		log_debug("msg=%lld event=claimed session=c%llu", (long long)msg->id,
 		    (unsigned long long)smtp_client_id(client));
+	}
 	return msg;
 }
 
@@ -262,6 +351,9 @@ scheduler_message_done(void *arg, struct smtp_client *client,
 	struct scheduler_session *s = scheduler_session_find(client);
 	const char *host = s != NULL ? s->host : result->host;
 	char *reason;
+
+	if (s != NULL)
+		s->progress = now_millis();
 
 	if (result->reply.code != 0 && result->status != DELIVERY_UNCERTAIN)
 		reason = smtp_reply_format(&result->reply);
@@ -305,35 +397,166 @@ scheduler_defer_due(const char *host, const struct smtp_reply *reply,
 		log_info("event=relay_deferred messages=%d host=%s", count, host);
 }
 
+/*
+ * The relay is held after an AUTH failure: give each due message one
+ * attempt record with the reason, so that `relayq list` shows it, and
+ * make it due again when the hold ends. Only the first hold of a series
+ * does this, and it never expires a message or sends a notification:
+ * wrong credentials are the relay's fault, not the recipients'.
+ */
+static void
+scheduler_mark_held(const char *host, const struct smtp_reply *reply,
+    const char *reason, int64_t until)
+{
+	struct queue_attempt attempt;
+	struct queue_message *msg;
+	char *error = NULL, *text;
+	int count = 0;
+
+	text = reply != NULL ? smtp_reply_text_line(reply) : xstrdup(reason);
+	for (;;) {
+		if (queue_store_claim_due(relayqd.store, now_seconds(),
+		    scheduler_include_uncertain(), &msg, &error) == -1) {
+			log_error("event=claim_failed error=\"%s\"", error);
+			free(error);
+			break;
+		}
+		if (msg == NULL)
+			break;
+		scheduler_set_all(msg, RCPT_PENDING, NULL, NULL);
+		attempt.time = now_seconds();
+		attempt.host = host;
+		attempt.code = reply != NULL ? reply->code : 0;
+		attempt.status = reply != NULL ? reply->status : "";
+		attempt.text = text;
+		if (queue_store_finish(relayqd.store, msg, MSG_DEFERRED, until,
+		    reason, NULL, &attempt, &error) == -1) {
+			log_error("msg=%lld event=store_failed error=\"%s\"",
+			    (long long)msg->id, error);
+			free(error);
+			error = NULL;
+		}
+		queue_message_free(msg);
+		count++;
+	}
+	free(text);
+	if (count > 0)
+		log_info("event=relay_held_messages messages=%d host=%s", count,
+		    host);
+}
+
+/*
+ * Hold the whole relay on the retry backoff schedule, counted in holds:
+ * no session starts until the hold ends, and the messages keep their
+ * place without expiring.
+ */
+static void
+scheduler_hold_relay(const char *host, enum smtp_failure failure,
+    const struct smtp_reply *reply, const char *reason)
+{
+	const struct config_retry *retry = &relayqd.config->retry;
+	int64_t now = now_seconds(), delay;
+	bool first = relay_policy_hold_count() == 0;
+	char *escaped;
+	int holds;
+
+	/* Two sessions that fail together make one hold, not two. */
+	if (relay_policy_held(now, NULL))
+		return;
+	delay = scheduler_backoff(retry->initial, retry->max,
+	    relay_policy_hold_count() + 1);
+	holds = relay_policy_hold(now, delay);
+
+	escaped = log_escape(reason, strlen(reason));
+	if (failure == SMTP_FAILURE_AUTH) {
+		log_error("event=relay_held reason=auth host=%s holds=%d "
+		    "next_attempt=+%llds error=\"%s\" note=\"no mail is sent and "
+		    "no notification goes out until the smart host accepts the "
+		    "credentials\"", host, holds, (long long)delay, escaped);
+		scheduler_note_relay(QUEUE_ADMIN_RELAY_AUTH_FAILING, reason);
+		if (first)
+			scheduler_mark_held(host, reply, reason, now + delay);
+	} else {
+		log_warning("event=relay_held reason=421 host=%s holds=%d "
+		    "next_attempt=+%llds error=\"%s\"", host, holds,
+		    (long long)delay, escaped);
+		scheduler_note_relay(QUEUE_ADMIN_RELAY_DEFERRING, reason);
+	}
+	free(escaped);
+}
+
+/*
+ * Decide what the end of session S means for the relay. A clean end or
+ * a delivery makes its endpoint healthy. AUTH failures and 421 hold the
+ * whole relay. Other failures before any delivery put the endpoint in
+ * its cool-down and move on to the next healthy endpoint, or defer the
+ * due messages when none is left.
+ */
+static void
+scheduler_session_outcome(struct scheduler_session *s,
+    enum smtp_failure failure, const char *error,
+    const struct smtp_reply *reply, int delivered)
+{
+	const char *reason = error != NULL ? error : "session failed";
+	int64_t now = now_seconds();
+	size_t next;
+
+	if (failure == SMTP_FAILURE_NONE || delivered > 0)
+		relay_policy_endpoint_ok(s->endpoint);
+	if (failure == SMTP_FAILURE_NONE) {
+		relay_policy_release();
+		return;
+	}
+	if (failure == SMTP_FAILURE_AUTH || failure == SMTP_FAILURE_SHUTDOWN) {
+		scheduler_hold_relay(s->host, failure, reply, reason);
+		return;
+	}
+	/* A local error is not the smart host's fault. */
+	if (failure == SMTP_FAILURE_INTERNAL || delivered > 0)
+		return;
+
+	relay_policy_endpoint_failed(s->endpoint, now);
+	if (relay_policy_has_healthy(now)) {
+		next = relay_policy_endpoint(now);
+		log_warning("event=endpoint_failed host=%s failure=%s "
+		    "error=\"%s\" cooldown=%llds next=%s:%d", s->host,
+		    smtp_failure_name(failure), reason,
+		    (long long)sched.config->smarthost.endpoint_cooldown,
+		    sched.endpoints[next].host, sched.endpoints[next].port);
+		return;
+	}
+	log_warning("event=endpoint_failed host=%s failure=%s error=\"%s\" "
+	    "next=none", s->host, smtp_failure_name(failure), reason);
+	scheduler_defer_due(s->host, reply, reason);
+	scheduler_note_relay(QUEUE_ADMIN_RELAY_DEFERRING, reason);
+}
+
+static void
+scheduler_session_free(struct scheduler_session *s)
+{
+	free(s->host);
+	config_free(s->config);
+	SSL_CTX_free(s->tls_ctx);
+	free(s);
+}
+
 static void
 scheduler_closed(void *arg, struct smtp_client *client, enum smtp_failure failure,
     const char *error, const struct smtp_reply *reply, int delivered)
 {
 	struct scheduler_session *s = scheduler_session_find(client);
-	char *reason = NULL, *host;
+	bool current;
 
 	if (s == NULL)
 		return;
 	LIST_REMOVE(s, entry);
 	sched.session_count--;
-	host = s->host;
 
-	if (failure != SMTP_FAILURE_NONE && delivered == 0 && !relayqd.stopping) {
-		/* The client's error text already quotes the server's reply. */
-		reason = xstrdup(error != NULL ? error : "session failed");
-		if (s->endpoint + 1 < sched.endpoint_count) {
-			sched.endpoint_next = s->endpoint + 1;
-			log_warning("event=endpoint_failed host=%s error=\"%s\" next=%s:%d",
-			    host, reason, sched.endpoints[sched.endpoint_next].host,
-			    sched.endpoints[sched.endpoint_next].port);
-		} else {
-			sched.endpoint_next = 0;
-			scheduler_defer_due(host, reply, reason);
-		}
-		free(reason);
-	}
-	free(host);
-	free(s);
+	/* A session of the config before a reload says nothing about the new endpoints. */
+	current = s->config == sched.config;
+	if (!relayqd.stopping && current)
+		scheduler_session_outcome(s, failure, error, reply, delivered);
+	scheduler_session_free(s);
 	scheduler_wake();
 }
 
@@ -349,20 +572,24 @@ scheduler_start_session(void)
 	struct scheduler_session *s = xcalloc(1, sizeof(*s));
 	char *error = NULL;
 
-	s->endpoint = sched.endpoint_next;
+	s->endpoint = relay_policy_endpoint(now_seconds());
 	s->host = scheduler_endpoint_text(&sched.endpoints[s->endpoint]);
+	s->config = config_ref(sched.config);
+	s->tls_ctx = sched.tls_ctx;
+	SSL_CTX_up_ref(s->tls_ctx);
+	s->target = sched.endpoints[s->endpoint];
+	s->progress = now_millis();
 	LIST_INSERT_HEAD(&sched.sessions, s, entry);
 	sched.session_count++;
 
-	s->client = smtp_client_start(relayqd.base, relayqd.dns, sched.tls_ctx,
-	    relayqd.config, &sched.endpoints[s->endpoint], relayqd.store,
-	    &scheduler_callbacks, NULL, &error);
+	s->client = smtp_client_start(relayqd.base, relayqd.dns, s->tls_ctx,
+	    s->config, &s->target, relayqd.store, &scheduler_callbacks, NULL,
+	    &error);
 	if (s->client == NULL) {
 		log_error("event=session_failed host=%s error=\"%s\"", s->host, error);
 		LIST_REMOVE(s, entry);
 		sched.session_count--;
-		free(s->host);
-		free(s);
+		scheduler_session_free(s);
 		free(error);
 	}
 }
@@ -391,15 +618,52 @@ scheduler_arm_timer(int64_t now)
 	evtimer_add(sched.timer, &tv);
 }
 
+/* Make the timer fire within MS milliseconds, keeping an earlier expiry. */
+static void
+scheduler_arm_within(int64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	struct timeval expiry, now, when;
+
+	if (evtimer_pending(sched.timer, &expiry) &&
+	    event_base_gettimeofday_cached(relayqd.base, &now) == 0) {
+		evutil_timeradd(&now, &tv, &when);
+		if (evutil_timercmp(&expiry, &when, <))
+			return;
+	}
+	evtimer_add(sched.timer, &tv);
+}
+
+/* Sessions that made progress lately, and so will take the next due message. */
+static int
+scheduler_active_sessions(void)
+{
+	struct scheduler_session *s;
+	int64_t now = now_millis();
+	int active = 0;
+
+	LIST_FOREACH(s, &sched.sessions, entry) {
+		if (now - s->progress < SCHEDULER_STALL_MS)
+			active++;
+	}
+	return active;
+}
+
 static void
 scheduler_run(evutil_socket_t fd, short what, void *arg)
 {
-	int64_t now = now_seconds(), due = 0;
+	int64_t now = now_seconds(), due = 0, until = 0, wait;
+	struct timeval tv = { 0, 0 };
 	char *error = NULL;
-	int max = relayqd.config->smarthost.max_connections;
+	int max = relayqd.config->smarthost.max_connections, active;
 
 	if (sched.stopping || relayqd.stopping)
 		return;
+	if (relay_policy_held(now, &until)) {
+		tv.tv_sec = (time_t)(until - now);
+		evtimer_add(sched.timer, &tv);
+		return;
+	}
 	if (queue_store_count_due(relayqd.store, now, scheduler_include_uncertain(),
 	    &due, &error) == -1) {
 		log_error("event=schedule_failed error=\"%s\"", error);
@@ -407,10 +671,23 @@ scheduler_run(evutil_socket_t fd, short what, void *arg)
 		due = 0;
 	}
 
-	/* Sessions already open pick up due messages as they finish their current one. */
-	while (sched.session_count < max && due > sched.session_count)
+	/*
+	 * Sessions already open pick up due messages as they finish their
+	 * current one. Under the rate limit no new session starts, and open
+	 * ones wait between transactions themselves.
+	 */
+	wait = relay_policy_rate_wait(now_millis());
+	active = scheduler_active_sessions();
+	while (wait == 0 && sched.session_count < max && due > active) {
 		scheduler_start_session();
+		active++;
+	}
 	scheduler_arm_timer(now);
+	if (wait > 0 && due > 0 && sched.session_count == 0)
+		scheduler_arm_within(wait);
+	else if (wait == 0 && due > active && sched.session_count > 0)
+		/* Look again when a busy session may have stalled. */
+		scheduler_arm_within(SCHEDULER_STALL_MS);
 }
 
 void
@@ -420,17 +697,14 @@ scheduler_wake(void)
 		event_active(sched.wake_event, 0, 0);
 }
 
-int
-scheduler_init(char **errstr)
+/* Point sched.endpoints at CONFIG's smart host and its fallbacks. */
+static void
+scheduler_load_endpoints(const struct config *config)
 {
-	const struct config_smarthost *sh = &relayqd.config->smarthost;
+	const struct config_smarthost *sh = &config->smarthost;
 	size_t i;
 
-	LIST_INIT(&sched.sessions);
-	sched.tls_ctx = tls_client_ctx_new(relayqd.config, errstr);
-	if (sched.tls_ctx == NULL)
-		return -1;
-
+	free(sched.endpoints);
 	sched.endpoint_count = 1 + sh->fallback_count;
 	sched.endpoints = xcalloc(sched.endpoint_count, sizeof(*sched.endpoints));
 	sched.endpoints[0].host = sh->host;
@@ -438,6 +712,22 @@ scheduler_init(char **errstr)
 	sched.endpoints[0].tls = sh->tls;
 	for (i = 0; i < sh->fallback_count; i++)
 		sched.endpoints[i + 1] = sh->fallback[i];
+	relay_policy_configure(sched.endpoint_count, sh->endpoint_cooldown,
+	    sh->max_messages_per_minute);
+}
+
+int
+scheduler_init(char **errstr)
+{
+	LIST_INIT(&sched.sessions);
+	/* A readable password file is refused before any session starts. */
+	if (secret_check_config(&relayqd.config->smarthost, errstr) == -1)
+		return -1;
+	sched.tls_ctx = tls_client_ctx_new(relayqd.config, errstr);
+	if (sched.tls_ctx == NULL)
+		return -1;
+	sched.config = config_ref(relayqd.config);
+	scheduler_load_endpoints(sched.config);
 
 	sched.wake_event = event_new(relayqd.base, -1, 0, scheduler_run, NULL);
 	sched.timer = evtimer_new(relayqd.base, scheduler_run, NULL);
@@ -462,6 +752,41 @@ scheduler_stop(bool abort)
 	}
 }
 
+/*
+ * Switch to CONFIG after a reload. Sessions already open finish the
+ * message in hand with the old settings, which they keep alive, then end
+ * with QUIT; new sessions use CONFIG.
+ */
+int
+scheduler_reconfigure(struct config *config, char **errstr)
+{
+	struct scheduler_session *s, *next;
+	SSL_CTX *ctx;
+
+	/* Check first: a bad ca_file or password_file must leave everything as it was. */
+	if (secret_check_config(&config->smarthost, errstr) == -1)
+		return -1;
+	ctx = tls_client_ctx_new(config, errstr);
+	if (ctx == NULL)
+		return -1;
+	SSL_CTX_free(sched.tls_ctx);
+	sched.tls_ctx = ctx;
+	config_free(sched.config);
+	sched.config = config_ref(config);
+	scheduler_load_endpoints(config);
+	/* New settings may fix what held the relay, such as a password: try again now. */
+	relay_policy_release();
+
+	/* smtp_client_stop may call closed() at once, which unlinks S. */
+	for (s = LIST_FIRST(&sched.sessions); s != NULL; s = next) {
+		next = LIST_NEXT(s, entry);
+		if (s->config != sched.config)
+			smtp_client_stop(s->client, false);
+	}
+	scheduler_wake();
+	return 0;
+}
+
 int
 scheduler_sessions(void)
 {
@@ -482,4 +807,9 @@ scheduler_free(void)
 	if (sched.tls_ctx != NULL)
 		SSL_CTX_free(sched.tls_ctx);
 	sched.tls_ctx = NULL;
+	config_free(sched.config);
+	sched.config = NULL;
+	relay_policy_free();
+	dsn_free();
+	password_command_shutdown();
 }

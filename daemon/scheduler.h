@@ -10,7 +10,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config.h"
+
 int scheduler_init(char **errstr);
+
+/*
+ * Use CONFIG's smart host settings from now on (after a reload). Returns
+ * 0, or -1 with *ERRSTR when its TLS context cannot be built, in which
+ * case nothing changes. Takes its own reference to CONFIG.
+ */
+int scheduler_reconfigure(struct config *config, char **errstr);
 
 /* Look for due work soon (after the current event loop round). */
 void scheduler_wake(void);

@@ -35,7 +35,12 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
+#include "address.h"
+#include "duration.h"
 #include "log.h"
+#include "password_command.h"
+#include "sasl.h"
+#include "secret.h"
 #include "smtp_client.h"
 #include "tls.h"
 #include "util.h"
@@ -43,11 +48,15 @@
 /* Maximum line length on the wire, CRLF excluded (RFC 5321 section 4.5.3.1.6). */
 #define SMTP_CLIENT_LINE_MAX 998
 
-/* Maximum size of smarthost.password_file, in bytes. */
-#define SMTP_CLIENT_PASSWORD_MAX 1024
+/*
+ * Seconds without a greeting before a probe connection checks for a TLS
+ * mode mix-up. Smart hosts greet within a second; a port that waits for
+ * a TLS ClientHello never does.
+ */
+#define SMTP_CLIENT_GREETING_HINT 3
 
-/* Seconds without a greeting before warning about a TLS mode mix-up. */
-#define SMTP_CLIENT_GREETING_HINT 10
+/* Maximum wait between transactions for a rate limit before the session ends, in ms. */
+#define SMTP_CLIENT_IDLE_MAX_MS 60000
 
 /* Size of the buffer that collects encoded body octets before evbuffer_add(). */
 #define SMTP_CLIENT_STAGE_SIZE 4096
@@ -62,14 +71,17 @@
  *   CONNECT -> CONNECT (next address) | TLS_HANDSHAKE (implicit TLS) | GREETING
  *   TLS_HANDSHAKE -> GREETING
  *   GREETING -> EHLO | QUIT (greeting other than 220)
- *   EHLO -> STARTTLS | AUTH_PLAIN | AUTH_LOGIN | READY | HELO | QUIT
+ *   EHLO -> STARTTLS | CREDENTIALS | AUTH_* | READY | HELO | QUIT
  *   HELO -> READY | QUIT
  *   STARTTLS -> TLS_STARTTLS_HANDSHAKE | QUIT
  *   TLS_STARTTLS_HANDSHAKE -> EHLO_AFTER_TLS
- *   EHLO_AFTER_TLS -> AUTH_PLAIN | AUTH_LOGIN | READY | QUIT
- *   AUTH_PLAIN -> READY | AUTH_LOGIN (504 with LOGIN offered) | QUIT
+ *   EHLO_AFTER_TLS -> CREDENTIALS | AUTH_* | READY | QUIT
+ *   CREDENTIALS (password_command runs) -> AUTH_* | QUIT
+ *   AUTH_PLAIN -> READY | AUTH_* (504 or 534: the next mechanism) | QUIT
  *   AUTH_LOGIN -> AUTH_LOGIN_USERNAME -> AUTH_LOGIN_PASSWORD -> READY, or QUIT
- *   READY -> MAIL | QUIT
+ *   AUTH_CRAM_MD5 -> AUTH_CRAM_MD5_RESPONSE -> READY, or QUIT
+ *   AUTH_XOAUTH2 -> READY | AUTH_XOAUTH2_ERROR (334 error) -> QUIT
+ *   READY -> MAIL | READY (waiting for a rate limit) | QUIT
  *   MAIL -> RCPT | RSET
  *   RCPT -> RCPT | DATA | RSET
  *   DATA -> BODY | DATA_END (354 with nothing to send) | RSET
@@ -95,6 +107,11 @@ enum smtp_client_state {
 	SMTP_CLIENT_AUTH_LOGIN,
 	SMTP_CLIENT_AUTH_LOGIN_USERNAME,
 	SMTP_CLIENT_AUTH_LOGIN_PASSWORD,
+	SMTP_CLIENT_CREDENTIALS,
+	SMTP_CLIENT_AUTH_CRAM_MD5,
+	SMTP_CLIENT_AUTH_CRAM_MD5_RESPONSE,
+	SMTP_CLIENT_AUTH_XOAUTH2,
+	SMTP_CLIENT_AUTH_XOAUTH2_ERROR,
 	SMTP_CLIENT_READY,
 	SMTP_CLIENT_MAIL,
 	SMTP_CLIENT_RCPT,
@@ -141,6 +158,11 @@ static const struct smtp_client_state_info smtp_client_states[] = {
 	[SMTP_CLIENT_AUTH_LOGIN] = { "auth-login", SMTP_TIMEOUT_COMMAND, "waiting for the reply to AUTH LOGIN from" },
 	[SMTP_CLIENT_AUTH_LOGIN_USERNAME] = { "auth-login-username", SMTP_TIMEOUT_COMMAND, "waiting for the reply to the AUTH LOGIN user name from" },
 	[SMTP_CLIENT_AUTH_LOGIN_PASSWORD] = { "auth-login-password", SMTP_TIMEOUT_COMMAND, "waiting for the reply to the AUTH LOGIN password from" },
+	[SMTP_CLIENT_CREDENTIALS] = { "credentials", SMTP_TIMEOUT_NONE, "running smarthost.password_command for" },
+	[SMTP_CLIENT_AUTH_CRAM_MD5] = { "auth-cram-md5", SMTP_TIMEOUT_COMMAND, "waiting for the CRAM-MD5 challenge from" },
+	[SMTP_CLIENT_AUTH_CRAM_MD5_RESPONSE] = { "auth-cram-md5-response", SMTP_TIMEOUT_COMMAND, "waiting for the reply to the CRAM-MD5 response from" },
+	[SMTP_CLIENT_AUTH_XOAUTH2] = { "auth-xoauth2", SMTP_TIMEOUT_COMMAND, "waiting for the reply to AUTH XOAUTH2 from" },
+	[SMTP_CLIENT_AUTH_XOAUTH2_ERROR] = { "auth-xoauth2-error", SMTP_TIMEOUT_COMMAND, "waiting for the final reply to AUTH XOAUTH2 from" },
 	[SMTP_CLIENT_READY] = { "ready", SMTP_TIMEOUT_NONE, "between transactions with" },
 	[SMTP_CLIENT_MAIL] = { "mail", SMTP_TIMEOUT_MAIL, "waiting for the reply to MAIL FROM from" },
 	[SMTP_CLIENT_RCPT] = { "rcpt", SMTP_TIMEOUT_RCPT, "waiting for the reply to RCPT TO from" },
@@ -166,6 +188,8 @@ struct smtp_client_txn {
 	size_t rcpt_replied;	/* RCPT replies read so far */
 	bool pipelined;
 	bool mail_accepted;
+	bool body_8bit;		/* send BODY=8BITMIME */
+	bool smtputf8;		/* send SMTPUTF8: an envelope address is not ASCII */
 
 	/* Set once the outcome is known, possibly before the last reply of a pipelined group. */
 	bool decided;
@@ -208,12 +232,17 @@ struct smtp_client {
 	struct bufferevent *bev;
 	SSL *ssl;			/* owned by bev */
 	bool greeting_warned;
+	struct bufferevent *probe;	/* TLS probe for a silent greeting; NULL when none */
+	struct event *deadline;		/* timeouts.session */
 
 	struct smtp_reply_parser parser;
 	char *ehlo;			/* text of the last EHLO reply; NULL after HELO */
-	char *password;			/* only while AUTH runs */
+	char *password;			/* the secret, only while AUTH runs */
 	size_t password_len;
+	struct password_command_wait *password_wait;
+	size_t auth_index;		/* into smarthost->auth_mechanisms */
 	const char *auth_mechanism;
+	char *auth_challenge;		/* the last 334 text during AUTH */
 
 	struct smtp_client_txn *txn;
 	int messages;			/* messages taken from next_message() */
@@ -282,13 +311,32 @@ smtp_client_timer_arm(struct smtp_client *client, int64_t seconds)
 		evtimer_add(client->timer, &tv);
 }
 
+static void
+smtp_client_timer_arm_ms(struct smtp_client *client, int64_t ms)
+{
+	struct timeval tv = { .tv_sec = (time_t)(ms / 1000),
+	    .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_del(client->timer);
+	evtimer_add(client->timer, &tv);
+}
+
 static bool
 smtp_client_is_auth_state(enum smtp_client_state state)
 {
-	return state == SMTP_CLIENT_AUTH_PLAIN ||
-	    state == SMTP_CLIENT_AUTH_LOGIN ||
-	    state == SMTP_CLIENT_AUTH_LOGIN_USERNAME ||
-	    state == SMTP_CLIENT_AUTH_LOGIN_PASSWORD;
+	switch (state) {
+	case SMTP_CLIENT_AUTH_PLAIN:
+	case SMTP_CLIENT_AUTH_LOGIN:
+	case SMTP_CLIENT_AUTH_LOGIN_USERNAME:
+	case SMTP_CLIENT_AUTH_LOGIN_PASSWORD:
+	case SMTP_CLIENT_AUTH_CRAM_MD5:
+	case SMTP_CLIENT_AUTH_CRAM_MD5_RESPONSE:
+	case SMTP_CLIENT_AUTH_XOAUTH2:
+	case SMTP_CLIENT_AUTH_XOAUTH2_ERROR:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /*
@@ -408,24 +456,6 @@ smtp_client_extension(const struct smtp_client *client, const char *keyword,
 	if (client->ehlo == NULL)
 		return NULL;
 	return smtp_ehlo_find(client->ehlo, keyword, param_len);
-}
-
-/* Check whether WORD is one of the space-separated words of PARAM, ignoring case. */
-static bool
-smtp_client_word_listed(const char *param, size_t len, const char *word)
-{
-	size_t wlen = strlen(word), i = 0, start;
-
-	while (i < len) {
-		while (i < len && param[i] == ' ')
-			i++;
-		start = i;
-		while (i < len && param[i] != ' ')
-			i++;
-		if (i - start == wlen && strncasecmp(param + start, word, wlen) == 0)
-			return true;
-	}
-	return false;
 }
 
 /* --- transactions --- */
@@ -593,11 +623,13 @@ smtp_client_free(struct smtp_client *client)
 		bufferevent_free(client->bev);
 	if (client->addrs != NULL)
 		evutil_freeaddrinfo(client->addrs);
-	if (client->password != NULL) {
-		secure_wipe(client->password, SMTP_CLIENT_PASSWORD_MAX + 1);
-		free(client->password);
-	}
+	if (client->probe != NULL)
+		bufferevent_free(client->probe);
+	secret_free(client->password, client->password_len);
+	password_command_cancel(client->password_wait);
+	free(client->auth_challenge);
 	event_free(client->timer);
+	event_free(client->deadline);
 	event_free(client->deferred);
 	smtp_reply_parser_clear(&client->parser);
 	smtp_reply_clear(&client->failure_reply);
@@ -623,6 +655,13 @@ smtp_client_drop(struct smtp_client *client)
 		return;
 	client->state = SMTP_CLIENT_CLOSED;
 	evtimer_del(client->timer);
+	evtimer_del(client->deadline);
+	password_command_cancel(client->password_wait);
+	client->password_wait = NULL;
+	if (client->probe != NULL) {
+		bufferevent_free(client->probe);
+		client->probe = NULL;
+	}
 
 	if (client->bev != NULL) {
 		bufferevent_disable(client->bev, EV_READ | EV_WRITE);
@@ -866,7 +905,8 @@ smtp_client_ssl_new(struct smtp_client *client)
 		return NULL;
 	}
 	ssl = tls_client_ssl_new(client->tls_ctx, client->endpoint->host,
-	    client->smarthost->tls_verify, &error);
+	    client->smarthost->tls_verify, client->smarthost->tls_fingerprints,
+	    client->smarthost->tls_fingerprint_count, &error);
 	if (ssl == NULL) {
 		smtp_client_fail(client, SMTP_FAILURE_TLS, NULL, "%s", error);
 		free(error);
@@ -988,7 +1028,14 @@ smtp_client_tls_failed(struct smtp_client *client, short what)
 	char *reason = smtp_client_tls_reason(client, what);
 	int port = client->endpoint->port;
 
-	if (client->state == SMTP_CLIENT_TLS_HANDSHAKE)
+	/* The "220 " of a plain-text greeting arrived where a TLS record was due. */
+	if (client->state == SMTP_CLIENT_TLS_HANDSHAKE &&
+	    tls_peer_sent_plaintext(client->ssl))
+		smtp_client_fail(client, SMTP_FAILURE_CONFIG, NULL,
+		    "smarthost port %d answered in plain text instead of a TLS "
+		    "handshake: use tls: starttls, not implicit (smart host %s)",
+		    port, client->hostport);
+	else if (client->state == SMTP_CLIENT_TLS_HANDSHAKE)
 		smtp_client_fail(client, SMTP_FAILURE_TLS, NULL,
 		    "TLS handshake with %s failed: %s (tls: implicit; if port "
 		    "%d expects plain SMTP or STARTTLS, set tls: starttls)",
@@ -1007,6 +1054,7 @@ smtp_client_tls_done(struct smtp_client *client)
 	log_info("session=c%" PRIu64 " TLS established with %s: %s %s, "
 	    "certificate %s", client->id, client->hostport,
 	    SSL_get_version(client->ssl), SSL_get_cipher_name(client->ssl),
+	    client->smarthost->tls_fingerprint_count > 0 ? "pinned" :
 	    client->smarthost->tls_verify ? "verified" : "not verified");
 
 	if (client->state == SMTP_CLIENT_TLS_HANDSHAKE) {
@@ -1022,219 +1070,306 @@ smtp_client_tls_done(struct smtp_client *client)
 
 /* --- AUTH --- */
 
-static char *
-smtp_client_base64(const void *data, size_t len)
-{
-	char *out = xmalloc(4 * ((len + 2) / 3) + 1);
-
-	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
-	return out;
-}
-
-/* Wipe and free a buffer of LEN bytes that held a secret. */
-static void
-smtp_client_secret_free(char *secret, size_t len)
-{
-	if (secret == NULL)
-		return;
-	secure_wipe(secret, len);
-	free(secret);
-}
-
 static void
 smtp_client_password_forget(struct smtp_client *client)
 {
-	smtp_client_secret_free(client->password, SMTP_CLIENT_PASSWORD_MAX + 1);
+	secret_free(client->password, client->password_len);
 	client->password = NULL;
 	client->password_len = 0;
 }
 
-/*
- * Read smarthost.password_file into client->password, dropping one
- * trailing LF or CRLF. Read at each connection so a changed password
- * applies without a restart.
- */
-static int
-smtp_client_password_read(struct smtp_client *client, char **errstr)
+/* Send PREFIX followed by the base64 RESPONSE, which carries the secret, then wipe both. */
+static void
+smtp_client_send_response(struct smtp_client *client, const char *prefix,
+    char *response)
 {
-	const char *path = client->smarthost->password_file;
-	char *buf;
-	size_t len = 0;
-	ssize_t n;
-	int fd;
+	char *line = xasprintf("%s%s", prefix, response);
+	size_t len = strlen(line);
 
-	if (path == NULL)
-		return set_error(errstr, "smarthost.username is set but "
-		    "smarthost.password_file is not");
-
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd == -1)
-		return set_error(errstr, "cannot open smarthost.password_file "
-		    "%s: %s", path, strerror(errno));
-
-	buf = xmalloc(SMTP_CLIENT_PASSWORD_MAX + 1);
-	while (len <= SMTP_CLIENT_PASSWORD_MAX) {
-		n = read(fd, buf + len, SMTP_CLIENT_PASSWORD_MAX + 1 - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	close(fd);
-
-	if (n == -1) {
-		smtp_client_secret_free(buf, SMTP_CLIENT_PASSWORD_MAX + 1);
-		return set_error(errstr, "cannot read smarthost.password_file "
-		    "%s: %s", path, strerror(errno));
-	}
-	if (len > SMTP_CLIENT_PASSWORD_MAX) {
-		smtp_client_secret_free(buf, SMTP_CLIENT_PASSWORD_MAX + 1);
-		return set_error(errstr, "smarthost.password_file %s is longer "
-		    "than %d bytes", path, SMTP_CLIENT_PASSWORD_MAX);
-	}
-
-	if (len > 0 && buf[len - 1] == '\n')
-		len--;
-	if (len > 0 && buf[len - 1] == '\r')
-		len--;
-	buf[len] = '\0';
-
-	if (len == 0 || memchr(buf, '\0', len) != NULL) {
-		smtp_client_secret_free(buf, SMTP_CLIENT_PASSWORD_MAX + 1);
-		return set_error(errstr, "smarthost.password_file %s is %s", path,
-		    len == 0 ? "empty" : "invalid: it contains a NUL byte");
-	}
-
-	client->password = buf;
-	client->password_len = len;
-	return 0;
+	smtp_client_write_line(client, line, len);
+	secret_free(line, len);
+	secret_free(response, strlen(response));
 }
 
-/* Choose PLAIN or LOGIN from the last EHLO reply, read the password and start. */
+/*
+ * AUTH cannot happen: a configuration problem (or a rejected password)
+ * that stops the whole relay until it is fixed. Nothing is sent
+ * unauthenticated: the session ends with QUIT before MAIL.
+ */
+static void __attribute__((format(printf, 2, 3)))
+smtp_client_auth_stop(struct smtp_client *client, const char *fmt, ...)
+{
+	va_list ap;
+	char *error;
+
+	va_start(ap, fmt);
+	error = xvasprintf(fmt, ap);
+	va_end(ap);
+	smtp_client_password_forget(client);
+	smtp_client_fail(client, SMTP_FAILURE_AUTH, NULL, "%s", error);
+	free(error);
+	smtp_client_enter(client, SMTP_CLIENT_QUIT);
+}
+
+/* Enter the first state of the mechanism at client->auth_index. */
+static void
+smtp_client_auth_begin(struct smtp_client *client)
+{
+	enum auth_mechanism mechanism =
+	    client->smarthost->auth_mechanisms[client->auth_index];
+
+	client->auth_mechanism = auth_mechanism_name(mechanism);
+	switch (mechanism) {
+	case AUTH_MECHANISM_PLAIN:
+		smtp_client_enter(client, SMTP_CLIENT_AUTH_PLAIN);
+		break;
+	case AUTH_MECHANISM_LOGIN:
+		smtp_client_enter(client, SMTP_CLIENT_AUTH_LOGIN);
+		break;
+	case AUTH_MECHANISM_CRAM_MD5:
+		smtp_client_enter(client, SMTP_CLIENT_AUTH_CRAM_MD5);
+		break;
+	case AUTH_MECHANISM_XOAUTH2:
+		smtp_client_enter(client, SMTP_CLIENT_AUTH_XOAUTH2);
+		break;
+	}
+}
+
+static void
+smtp_client_credentials_cb(void *arg, const char *secret, size_t len,
+    const char *error)
+{
+	struct smtp_client *client = arg;
+
+	client->password_wait = NULL;
+	if (client->state != SMTP_CLIENT_CREDENTIALS)
+		return;
+	if (secret == NULL) {
+		smtp_client_auth_stop(client, "%s; mail stays queued until "
+		    "smarthost.password_command works", error);
+		return;
+	}
+	client->password = xstrndup(secret, len);
+	client->password_len = len;
+	smtp_client_auth_begin(client);
+}
+
+/*
+ * Get the secret, read at each session so that a changed password
+ * applies without a restart: at once from password_file, password_env
+ * or the cache of password_command, else by running the command.
+ */
+static void
+smtp_client_credentials(struct smtp_client *client)
+{
+	const struct config_smarthost *sh = client->smarthost;
+	char *error = NULL;
+	int rc;
+
+	if (sh->password_command != NULL) {
+		if (password_command_cached(sh->password_command,
+		    &client->password, &client->password_len) == 1) {
+			smtp_client_auth_begin(client);
+			return;
+		}
+		smtp_client_enter(client, SMTP_CLIENT_CREDENTIALS);
+		return;
+	}
+
+	if (sh->password_file != NULL)
+		rc = secret_check_file_mode(sh->password_file, &error) == -1 ? -1 :
+		    secret_read_file(sh->password_file, &client->password,
+		    &client->password_len, &error);
+	else
+		rc = secret_read_env(sh->password_env, &client->password,
+		    &client->password_len, &error);
+	if (rc == -1) {
+		smtp_client_auth_stop(client, "%s; mail stays queued until it is "
+		    "fixed", error);
+		free(error);
+		return;
+	}
+	smtp_client_auth_begin(client);
+}
+
+/* smarthost.auth_mechanisms as "PLAIN, LOGIN", for messages. */
+static char *
+smtp_client_mechanism_list(const struct config_smarthost *sh)
+{
+	char *list = xstrdup(""), *joined;
+	size_t i;
+
+	for (i = 0; i < sh->auth_mechanism_count; i++) {
+		joined = xasprintf("%s%s%s", list, i == 0 ? "" : ", ",
+		    auth_mechanism_name(sh->auth_mechanisms[i]));
+		free(list);
+		list = joined;
+	}
+	return list;
+}
+
+/*
+ * Choose the first mechanism of smarthost.auth_mechanisms, from
+ * client->auth_index on, that the last EHLO reply offers, then get the
+ * secret and start it.
+ */
 static void
 smtp_client_auth_start(struct smtp_client *client)
 {
+	const struct config_smarthost *sh = client->smarthost;
 	const char *param;
+	char *offered, *wanted;
 	size_t len = 0;
-	char *error = NULL, *offered;
+	int index;
+
+	/* Opportunistic TLS that did not happen must not expose the password. */
+	if (client->ssl == NULL && client->endpoint->tls != TLS_MODE_NONE) {
+		smtp_client_auth_stop(client, "smart host %s does not offer "
+		    "STARTTLS, and the password of smarthost.username is never "
+		    "sent without TLS unless tls: none is set; mail stays queued",
+		    client->hostport);
+		return;
+	}
 
 	param = smtp_client_extension(client, "AUTH", &len);
-	if (param == NULL || (!smtp_client_word_listed(param, len, "PLAIN") &&
-	    !smtp_client_word_listed(param, len, "LOGIN"))) {
-		offered = param != NULL ? log_escape(param, len) :
-		    xstrdup("no AUTH at all");
-		smtp_client_fail(client, SMTP_FAILURE_AUTH, NULL,
-		    "smart host %s does not offer AUTH PLAIN or LOGIN "
-		    "(offered: %s); mail stays queued until it does",
-		    client->hostport, offered);
+	if (param == NULL) {
+		smtp_client_auth_stop(client, "smart host %s does not offer AUTH, "
+		    "but smarthost.username is set; mail stays queued and nothing "
+		    "is sent unauthenticated (is port %d the submission port?)",
+		    client->hostport, client->endpoint->port);
+		return;
+	}
+
+	index = sasl_choose(sh->auth_mechanisms, sh->auth_mechanism_count,
+	    client->auth_index, param, len);
+	if (index == -1) {
+		offered = log_escape(param, len);
+		wanted = smtp_client_mechanism_list(sh);
+		smtp_client_auth_stop(client, "smart host %s offers AUTH %s, and "
+		    "no mechanism of smarthost.auth_mechanisms (%s) is left to "
+		    "try; mail stays queued", client->hostport, offered, wanted);
 		free(offered);
-		smtp_client_enter(client, SMTP_CLIENT_QUIT);
+		free(wanted);
 		return;
 	}
+	client->auth_index = (size_t)index;
 
-	if (smtp_client_password_read(client, &error) == -1) {
-		smtp_client_fail(client, SMTP_FAILURE_AUTH, NULL, "%s", error);
-		free(error);
-		smtp_client_enter(client, SMTP_CLIENT_QUIT);
+	/* After a 504 the secret read for the refused mechanism is used again. */
+	if (client->password != NULL) {
+		smtp_client_auth_begin(client);
 		return;
 	}
-
-	if (smtp_client_word_listed(param, len, "PLAIN"))
-		smtp_client_enter(client, SMTP_CLIENT_AUTH_PLAIN);
-	else
-		smtp_client_enter(client, SMTP_CLIENT_AUTH_LOGIN);
-}
-
-/* Send "AUTH PLAIN" with the RFC 4616 initial response. */
-static void
-smtp_client_auth_plain_send(struct smtp_client *client)
-{
-	const char *user = client->smarthost->username;
-	size_t ulen = strlen(user), plen = client->password_len;
-	size_t rawlen = ulen + plen + 2, linelen;
-	char *raw, *b64, *line;
-
-	raw = xmalloc(rawlen);
-	raw[0] = '\0';
-	memcpy(raw + 1, user, ulen);
-	raw[ulen + 1] = '\0';
-	memcpy(raw + ulen + 2, client->password, plen);
-
-	b64 = smtp_client_base64(raw, rawlen);
-	line = xasprintf("AUTH PLAIN %s", b64);
-	linelen = strlen(line);
-	smtp_client_write_line(client, line, linelen);
-
-	smtp_client_secret_free(line, linelen);
-	smtp_client_secret_free(b64, strlen(b64));
-	smtp_client_secret_free(raw, rawlen);
-}
-
-/* Send one AUTH LOGIN response: base64 of DATA. */
-static void
-smtp_client_auth_login_send(struct smtp_client *client, const char *data,
-    size_t len)
-{
-	char *b64 = smtp_client_base64(data, len);
-	size_t b64len = strlen(b64);
-
-	smtp_client_write_line(client, b64, b64len);
-	smtp_client_secret_free(b64, b64len);
+	smtp_client_credentials(client);
 }
 
 static void
 smtp_client_auth_failed(struct smtp_client *client,
     const struct smtp_reply *reply)
 {
-	char *text = smtp_client_reply_text(reply);
+	char *text = smtp_client_reply_text(reply), *detail = NULL;
+	const char *user = client->smarthost->username;
+	unsigned char *decoded;
+	size_t len = 0;
 
 	smtp_client_password_forget(client);
+
+	/* 454 and other 4xx: the server cannot check credentials now (RFC 4954 section 6). */
+	if (smtp_reply_class(reply->code) == 4) {
+		smtp_client_fail(client, SMTP_FAILURE_REPLY, reply,
+		    "smart host %s could not check AUTH %s for user %s now: %s",
+		    client->hostport, client->auth_mechanism, user, text);
+		free(text);
+		smtp_client_enter(client, SMTP_CLIENT_QUIT);
+		return;
+	}
+
+	/* The XOAUTH2 error challenge is a base64 JSON status without secrets. */
+	if (client->auth_challenge != NULL &&
+	    client->state == SMTP_CLIENT_AUTH_XOAUTH2_ERROR &&
+	    (decoded = sasl_base64_decode(client->auth_challenge, &len)) != NULL) {
+		char *escaped = log_escape((const char *)decoded, len);
+
+		detail = xasprintf(" (token error %s)", escaped);
+		free(escaped);
+		free(decoded);
+	}
+
+	/* A token the server refused must not be handed out again from the cache. */
+	if (client->smarthost->password_command != NULL)
+		password_command_forget();
 	smtp_client_fail(client, SMTP_FAILURE_AUTH, reply,
-	    "smart host %s rejected AUTH %s for user %s: %s",
-	    client->hostport, client->auth_mechanism,
-	    client->smarthost->username, text);
+	    "smart host %s rejected AUTH %s for user %s: %s%s; check the "
+	    "password of smarthost.username; mail stays queued", client->hostport,
+	    client->auth_mechanism, user, text, detail != NULL ? detail : "");
+	free(detail);
 	free(text);
 	smtp_client_enter(client, SMTP_CLIENT_QUIT);
+}
+
+/* The first reply to a mechanism: 504 or 534 means try the next one. */
+static bool
+smtp_client_auth_refused(struct smtp_client *client,
+    const struct smtp_reply *reply)
+{
+	if (reply->code != 504 && reply->code != 534)
+		return false;
+	switch (client->state) {
+	case SMTP_CLIENT_AUTH_PLAIN:
+	case SMTP_CLIENT_AUTH_LOGIN:
+	case SMTP_CLIENT_AUTH_CRAM_MD5:
+	case SMTP_CLIENT_AUTH_XOAUTH2:
+		break;
+	default:
+		return false;
+	}
+	log_info("session=c%" PRIu64 " AUTH %s got %d, trying the next "
+	    "mechanism", client->id, client->auth_mechanism, reply->code);
+	client->auth_index++;
+	smtp_client_auth_start(client);
+	return true;
+}
+
+/* A 334 continues the exchange in the states that expect one. */
+static bool
+smtp_client_auth_continue(struct smtp_client *client,
+    const struct smtp_reply *reply)
+{
+	if (reply->code != 334)
+		return false;
+	free(client->auth_challenge);
+	client->auth_challenge = xstrdup(reply->text != NULL ? reply->text : "");
+
+	switch (client->state) {
+	case SMTP_CLIENT_AUTH_LOGIN:
+		smtp_client_enter(client, SMTP_CLIENT_AUTH_LOGIN_USERNAME);
+		return true;
+	case SMTP_CLIENT_AUTH_LOGIN_USERNAME:
+		smtp_client_enter(client, SMTP_CLIENT_AUTH_LOGIN_PASSWORD);
+		return true;
+	case SMTP_CLIENT_AUTH_CRAM_MD5:
+		smtp_client_enter(client, SMTP_CLIENT_AUTH_CRAM_MD5_RESPONSE);
+		return true;
+	case SMTP_CLIENT_AUTH_XOAUTH2:
+		smtp_client_enter(client, SMTP_CLIENT_AUTH_XOAUTH2_ERROR);
+		return true;
+	default:
+		return false;
+	}
 }
 
 static void
 smtp_client_handle_auth(struct smtp_client *client,
     const struct smtp_reply *reply)
 {
-	size_t len = 0;
-	const char *param;
+	if (smtp_client_auth_continue(client, reply) ||
+	    smtp_client_auth_refused(client, reply))
+		return;
 
-	switch (client->state) {
-	case SMTP_CLIENT_AUTH_PLAIN:
-		param = smtp_client_extension(client, "AUTH", &len);
-		/* 504: the mechanism is not available after all, so try the next one. */
-		if (reply->code == 504 && param != NULL &&
-		    smtp_client_word_listed(param, len, "LOGIN")) {
-			log_info("session=c%" PRIu64 " AUTH PLAIN got 504, "
-			    "trying AUTH LOGIN", client->id);
-			smtp_client_enter(client, SMTP_CLIENT_AUTH_LOGIN);
-			return;
-		}
-		break;
-	case SMTP_CLIENT_AUTH_LOGIN:
-		if (reply->code == 334) {
-			smtp_client_enter(client, SMTP_CLIENT_AUTH_LOGIN_USERNAME);
-			return;
-		}
-		break;
-	case SMTP_CLIENT_AUTH_LOGIN_USERNAME:
-		if (reply->code == 334) {
-			smtp_client_enter(client, SMTP_CLIENT_AUTH_LOGIN_PASSWORD);
-			return;
-		}
-		break;
-	default:
-		break;
-	}
-
+	/* 235 counts only after the last step of an exchange. */
 	if (reply->code != 235 || client->state == SMTP_CLIENT_AUTH_LOGIN ||
-	    client->state == SMTP_CLIENT_AUTH_LOGIN_USERNAME) {
+	    client->state == SMTP_CLIENT_AUTH_LOGIN_USERNAME ||
+	    client->state == SMTP_CLIENT_AUTH_CRAM_MD5 ||
+	    client->state == SMTP_CLIENT_AUTH_XOAUTH2_ERROR) {
 		smtp_client_auth_failed(client, reply);
 		return;
 	}
@@ -1244,6 +1379,138 @@ smtp_client_handle_auth(struct smtp_client *client,
 	    client->id, client->hostport, client->smarthost->username,
 	    client->auth_mechanism);
 	smtp_client_enter(client, SMTP_CLIENT_READY);
+}
+
+/* Send the command or response of an AUTH state. */
+static void
+smtp_client_auth_send(struct smtp_client *client)
+{
+	const char *user = client->smarthost->username;
+	char *response;
+
+	switch (client->state) {
+	case SMTP_CLIENT_AUTH_PLAIN:
+		smtp_client_send_response(client, "AUTH PLAIN ",
+		    sasl_plain_response(user, client->password,
+		    client->password_len));
+		break;
+	case SMTP_CLIENT_AUTH_LOGIN:
+		smtp_client_send(client, "AUTH LOGIN");
+		break;
+	case SMTP_CLIENT_AUTH_LOGIN_USERNAME:
+		smtp_client_send_response(client, "", sasl_base64(user,
+		    strlen(user)));
+		break;
+	case SMTP_CLIENT_AUTH_LOGIN_PASSWORD:
+		smtp_client_send_response(client, "", sasl_base64(client->password,
+		    client->password_len));
+		break;
+	case SMTP_CLIENT_AUTH_CRAM_MD5:
+		smtp_client_send(client, "AUTH CRAM-MD5");
+		break;
+	case SMTP_CLIENT_AUTH_CRAM_MD5_RESPONSE:
+		response = sasl_cram_md5_response(user, client->password,
+		    client->password_len, client->auth_challenge);
+		if (response == NULL) {
+			smtp_client_fail(client, SMTP_FAILURE_PROTOCOL, NULL,
+			    "smart host %s sent an invalid CRAM-MD5 challenge",
+			    client->hostport);
+			smtp_client_drop(client);
+			return;
+		}
+		smtp_client_send_response(client, "", response);
+		break;
+	case SMTP_CLIENT_AUTH_XOAUTH2:
+		smtp_client_send_response(client, "AUTH XOAUTH2 ",
+		    sasl_xoauth2_response(user, client->password,
+		    client->password_len));
+		break;
+	case SMTP_CLIENT_AUTH_XOAUTH2_ERROR:
+		/* RFC 7628 section 3.2.3: an empty response ends the failed exchange. */
+		smtp_client_write_line(client, "", 0);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+smtp_client_credentials_start(struct smtp_client *client)
+{
+	char *error = NULL;
+
+	client->password_wait = password_command_run(client->base,
+	    client->smarthost->password_command, smtp_client_credentials_cb,
+	    client, &error);
+	if (client->password_wait == NULL) {
+		smtp_client_auth_stop(client, "%s", error);
+		free(error);
+	}
+}
+
+/* --- TLS mode probe --- */
+
+/*
+ * A port that waits for a TLS ClientHello sends no greeting. After
+ * SMTP_CLIENT_GREETING_HINT seconds of silence a second connection to
+ * the same address tries a TLS handshake without verification. When the
+ * handshake completes, the port expects implicit TLS, so the session
+ * ends with a configuration error instead of a greeting timeout minutes
+ * later.
+ */
+static void
+smtp_client_probe_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_client *client = arg;
+
+	(void)bev;
+	bufferevent_free(client->probe);
+	client->probe = NULL;
+	if ((what & BEV_EVENT_CONNECTED) == 0) {
+		log_debug("session=c%" PRIu64 " TLS probe of %s failed: the port "
+		    "does not answer a TLS handshake either", client->id,
+		    client->hostport);
+		return;
+	}
+	if (client->state != SMTP_CLIENT_GREETING)
+		return;
+
+	smtp_client_fail(client, SMTP_FAILURE_CONFIG, NULL,
+	    "smarthost port %d sent no greeting within %ds but answers a TLS "
+	    "handshake: use tls: implicit, not %s (smart host %s)",
+	    client->endpoint->port, SMTP_CLIENT_GREETING_HINT,
+	    tls_mode_name(client->endpoint->tls), client->hostport);
+	smtp_client_drop(client);
+}
+
+static void
+smtp_client_probe_start(struct smtp_client *client)
+{
+	struct evutil_addrinfo *ai = client->addr;
+	char *error = NULL;
+	SSL *ssl;
+
+	if (client->tls_ctx == NULL || ai == NULL || client->probe != NULL)
+		return;
+	ssl = tls_client_ssl_new(client->tls_ctx, client->endpoint->host, false,
+	    NULL, 0, &error);
+	if (ssl == NULL) {
+		free(error);
+		return;
+	}
+	client->probe = bufferevent_openssl_socket_new(client->base, -1, ssl,
+	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (client->probe == NULL) {
+		SSL_free(ssl);
+		return;
+	}
+	bufferevent_setcb(client->probe, NULL, NULL, smtp_client_probe_event_cb,
+	    client);
+	if (bufferevent_socket_connect(client->probe, ai->ai_addr,
+	    (int)ai->ai_addrlen) != 0) {
+		bufferevent_free(client->probe);
+		client->probe = NULL;
+	}
 }
 
 /* --- the message body --- */
@@ -1434,13 +1701,15 @@ smtp_client_send_mail(struct smtp_client *client)
 	struct queue_message *msg = txn->msg;
 	size_t i;
 
+	char size[32] = "";
+
 	txn->pipelined = smtp_client_extension(client, "PIPELINING", NULL) != NULL;
 
 	if (smtp_client_extension(client, "SIZE", NULL) != NULL)
-		smtp_client_send(client, "MAIL FROM:<%s> SIZE=%" PRIu64,
-		    msg->sender, msg->size);
-	else
-		smtp_client_send(client, "MAIL FROM:<%s>", msg->sender);
+		snprintf(size, sizeof(size), " SIZE=%" PRIu64, msg->size);
+	smtp_client_send(client, "MAIL FROM:<%s>%s%s%s", msg->sender, size,
+	    txn->body_8bit ? " BODY=8BITMIME" : "",
+	    txn->smtputf8 ? " SMTPUTF8" : "");
 
 	if (!txn->pipelined)
 		return;
@@ -1450,28 +1719,144 @@ smtp_client_send_mail(struct smtp_client *client)
 }
 
 /*
- * The smart host's SIZE limit (RFC 1870), or 0 when it gives none.
- * Returns true when MSG is larger than the limit.
+ * The smart host's SIZE limit (RFC 1870 section 4): one decimal number,
+ * where 0 or no number means no fixed limit. Anything else (letters, a
+ * sign, a number past 2^64) is not a limit the client can trust, so it
+ * is ignored and the server's reply to MAIL or DATA decides.
  */
-static bool
-smtp_client_size_exceeded(const struct smtp_client *client,
-    const struct queue_message *msg, uint64_t *limit)
+static uint64_t
+smtp_client_size_limit(const struct smtp_client *client)
 {
 	const char *param;
 	size_t len = 0, i;
 	uint64_t value = 0;
+	char *escaped;
 
-	*limit = 0;
 	param = smtp_client_extension(client, "SIZE", &len);
 	if (param == NULL)
-		return false;
-	for (i = 0; i < len && param[i] >= '0' && param[i] <= '9'; i++) {
-		if (value > (UINT64_MAX - 9) / 10)
-			return false;
+		return 0;
+	while (len > 0 && param[len - 1] == ' ')
+		len--;
+	for (i = 0; i < len; i++) {
+		if (param[i] < '0' || param[i] > '9' ||
+		    value > (UINT64_MAX - 9) / 10) {
+			escaped = log_escape(param, len);
+			log_info("session=c%" PRIu64 " ignoring the invalid SIZE "
+			    "limit \"%s\" of %s", client->id, escaped,
+			    client->hostport);
+			free(escaped);
+			return 0;
+		}
 		value = value * 10 + (uint64_t)(param[i] - '0');
 	}
-	*limit = value;
-	return value != 0 && msg->size > value;
+	return value;
+}
+
+/* Returns true when MSG is larger than the smart host's SIZE limit, which goes to *LIMIT. */
+static bool
+smtp_client_size_exceeded(const struct smtp_client *client,
+    const struct queue_message *msg, uint64_t *limit)
+{
+	*limit = smtp_client_size_limit(client);
+	return *limit != 0 && msg->size > *limit;
+}
+
+/*
+ * Set *EIGHTBIT when the stored body of MSG has an octet above 127. The
+ * queue does not record this, so the body is read once more before MAIL.
+ */
+static int
+smtp_client_body_scan(struct smtp_client *client,
+    const struct queue_message *msg, bool *eightbit, char **errstr)
+{
+	struct evbuffer *chunk = evbuffer_new();
+	struct evbuffer_iovec vec[4];
+	const unsigned char *p;
+	int seq = 0, r, n, i;
+	size_t j;
+
+	*eightbit = false;
+	if (chunk == NULL)
+		return set_error(errstr, "out of memory");
+	while (!*eightbit && (r = queue_store_chunk_read(client->qs, msg->id,
+	    seq++, chunk, errstr)) == 1) {
+		while (!*eightbit && evbuffer_get_length(chunk) > 0) {
+			n = evbuffer_peek(chunk, -1, NULL, vec, 4);
+			if (n > 4)
+				n = 4;
+			for (i = 0; i < n && !*eightbit; i++) {
+				p = vec[i].iov_base;
+				for (j = 0; j < vec[i].iov_len; j++)
+					if (p[j] & 0x80) {
+						*eightbit = true;
+						break;
+					}
+				evbuffer_drain(chunk, vec[i].iov_len);
+			}
+		}
+	}
+	evbuffer_free(chunk);
+	return *eightbit || r == 0 ? 0 : -1;
+}
+
+/* The first envelope address of MSG that is not ASCII, or NULL. */
+static const char *
+smtp_client_utf8_address(const struct queue_message *msg)
+{
+	size_t i;
+
+	if (address_is_8bit(msg->sender))
+		return msg->sender;
+	for (i = 0; i < msg->rcpt_count; i++)
+		if (address_is_8bit(msg->rcpts[i].address))
+			return msg->rcpts[i].address;
+	return NULL;
+}
+
+/*
+ * Check MSG against the server's extensions before MAIL: its size, the
+ * SMTPUTF8 that a non-ASCII address needs (RFC 6531 section 3.4 forbids
+ * sending it otherwise), and BODY=8BITMIME when the server offers it and
+ * the body has 8-bit octets. A body with 8-bit octets goes to a server
+ * without 8BITMIME unchanged, as Postfix and sendmail do. Returns false
+ * with the outcome of the message decided when it cannot be sent.
+ */
+static bool
+smtp_client_txn_prepare(struct smtp_client *client, struct smtp_client_txn *txn)
+{
+	const struct queue_message *msg = txn->msg;
+	const char *utf8;
+	char *error = NULL, *escaped;
+	uint64_t limit;
+
+	if (smtp_client_size_exceeded(client, msg, &limit)) {
+		smtp_client_txn_decide(txn, DELIVERY_PERMFAIL, SMTP_FAILURE_REPLY,
+		    NULL, xasprintf("message size %" PRIu64 " bytes exceeds the "
+		    "limit of %" PRIu64 " bytes announced by %s (SIZE)", msg->size,
+		    limit, client->hostport));
+		return false;
+	}
+
+	utf8 = smtp_client_utf8_address(msg);
+	if (utf8 != NULL && smtp_client_extension(client, "SMTPUTF8", NULL) == NULL) {
+		escaped = log_escape(utf8, strlen(utf8));
+		smtp_client_txn_decide(txn, DELIVERY_PERMFAIL, SMTP_FAILURE_REPLY,
+		    NULL, xasprintf("the address <%s> is not ASCII, and smart host "
+		    "%s does not offer SMTPUTF8", escaped, client->hostport));
+		free(escaped);
+		return false;
+	}
+	txn->smtputf8 = utf8 != NULL;
+
+	if (smtp_client_extension(client, "8BITMIME", NULL) != NULL &&
+	    smtp_client_body_scan(client, msg, &txn->body_8bit, &error) == -1) {
+		smtp_client_txn_decide(txn, DELIVERY_TEMPFAIL,
+		    SMTP_FAILURE_INTERNAL, NULL, xasprintf("cannot read the "
+		    "message body: %s", error != NULL ? error : "unknown error"));
+		free(error);
+		return false;
+	}
+	return true;
 }
 
 /* Hand out messages until one starts a transaction, or end the session. */
@@ -1480,7 +1865,7 @@ smtp_client_next_transaction(struct smtp_client *client)
 {
 	int max = client->smarthost->max_messages_per_connection;
 	struct queue_message *msg;
-	uint64_t limit;
+	int64_t retry_ms;
 
 	for (;;) {
 		if (client->stopping || (max > 0 && client->messages >= max)) {
@@ -1488,10 +1873,19 @@ smtp_client_next_transaction(struct smtp_client *client)
 			return;
 		}
 
-		msg = client->callbacks.next_message(client->arg, client);
+		retry_ms = 0;
+		msg = client->callbacks.next_message(client->arg, client,
+		    &retry_ms);
 		if (msg == NULL) {
-			if (client->state == SMTP_CLIENT_READY)
-				smtp_client_enter(client, SMTP_CLIENT_QUIT);
+			if (client->state != SMTP_CLIENT_READY)
+				return;
+			if (retry_ms > 0 && retry_ms <= SMTP_CLIENT_IDLE_MAX_MS) {
+				log_debug("session=c%" PRIu64 " waiting %" PRId64
+				    "ms for the rate limit", client->id, retry_ms);
+				smtp_client_timer_arm_ms(client, retry_ms);
+				return;
+			}
+			smtp_client_enter(client, SMTP_CLIENT_QUIT);
 			return;
 		}
 		client->messages++;
@@ -1507,14 +1901,10 @@ smtp_client_next_transaction(struct smtp_client *client)
 			smtp_client_txn_finish(client);
 			continue;
 		}
-		if (!smtp_client_size_exceeded(client, msg, &limit)) {
+		if (smtp_client_txn_prepare(client, client->txn)) {
 			smtp_client_enter(client, SMTP_CLIENT_MAIL);
 			return;
 		}
-		smtp_client_txn_decide(client->txn, DELIVERY_PERMFAIL,
-		    SMTP_FAILURE_REPLY, NULL, xasprintf("message size %" PRIu64
-		    " bytes exceeds the limit of %" PRIu64 " bytes announced "
-		    "by %s (SIZE)", msg->size, limit, client->hostport));
 		smtp_client_txn_finish(client);
 	}
 }
@@ -1547,13 +1937,23 @@ smtp_client_after_ehlo(struct smtp_client *client)
 	int port = client->endpoint->port;
 
 	if (client->state == SMTP_CLIENT_EHLO &&
+	    client->endpoint->tls == TLS_MODE_OPPORTUNISTIC) {
+		if (smtp_client_extension(client, "STARTTLS", NULL) != NULL) {
+			smtp_client_enter(client, SMTP_CLIENT_STARTTLS);
+			return;
+		}
+		log_info("session=c%" PRIu64 " %s does not offer STARTTLS: going "
+		    "on in plain text (tls: opportunistic)", client->id,
+		    client->hostport);
+	} else if (client->state == SMTP_CLIENT_EHLO &&
 	    client->endpoint->tls == TLS_MODE_STARTTLS) {
 		if (smtp_client_extension(client, "STARTTLS", NULL) == NULL) {
-			smtp_client_fail(client, SMTP_FAILURE_TLS, NULL,
+			smtp_client_fail(client, SMTP_FAILURE_CONFIG, NULL,
 			    "smart host %s does not offer STARTTLS; use a port "
 			    "that offers it (usually 587), set tls: implicit if "
-			    "port %d expects TLS from the start (usually 465), or "
-			    "set tls: none to send without encryption",
+			    "port %d expects TLS from the start (usually 465), "
+			    "tls: opportunistic to use TLS only when offered, or "
+			    "tls: none to send without encryption",
 			    client->hostport, port);
 			smtp_client_enter(client, SMTP_CLIENT_QUIT);
 			return;
@@ -1858,7 +2258,7 @@ smtp_client_handle_421(struct smtp_client *client,
 {
 	char *text = smtp_client_reply_text(reply);
 
-	smtp_client_fail(client, SMTP_FAILURE_REPLY, reply,
+	smtp_client_fail(client, SMTP_FAILURE_SHUTDOWN, reply,
 	    "smart host %s closed the session: %s", client->hostport, text);
 	if (client->txn != NULL)
 		smtp_client_txn_decide(client->txn, DELIVERY_TEMPFAIL,
@@ -1898,6 +2298,10 @@ smtp_client_handle_reply(struct smtp_client *client,
 	case SMTP_CLIENT_AUTH_LOGIN:
 	case SMTP_CLIENT_AUTH_LOGIN_USERNAME:
 	case SMTP_CLIENT_AUTH_LOGIN_PASSWORD:
+	case SMTP_CLIENT_AUTH_CRAM_MD5:
+	case SMTP_CLIENT_AUTH_CRAM_MD5_RESPONSE:
+	case SMTP_CLIENT_AUTH_XOAUTH2:
+	case SMTP_CLIENT_AUTH_XOAUTH2_ERROR:
 		smtp_client_handle_auth(client, reply);
 		return;
 	case SMTP_CLIENT_MAIL:
@@ -1989,20 +2393,17 @@ smtp_client_enter(struct smtp_client *client, enum smtp_client_state state)
 		smtp_client_tls_start_filter(client);
 		break;
 	case SMTP_CLIENT_AUTH_PLAIN:
-		client->auth_mechanism = "PLAIN";
-		smtp_client_auth_plain_send(client);
-		break;
 	case SMTP_CLIENT_AUTH_LOGIN:
-		client->auth_mechanism = "LOGIN";
-		smtp_client_send(client, "AUTH LOGIN");
-		break;
 	case SMTP_CLIENT_AUTH_LOGIN_USERNAME:
-		smtp_client_auth_login_send(client, client->smarthost->username,
-		    strlen(client->smarthost->username));
-		break;
 	case SMTP_CLIENT_AUTH_LOGIN_PASSWORD:
-		smtp_client_auth_login_send(client, client->password,
-		    client->password_len);
+	case SMTP_CLIENT_AUTH_CRAM_MD5:
+	case SMTP_CLIENT_AUTH_CRAM_MD5_RESPONSE:
+	case SMTP_CLIENT_AUTH_XOAUTH2:
+	case SMTP_CLIENT_AUTH_XOAUTH2_ERROR:
+		smtp_client_auth_send(client);
+		break;
+	case SMTP_CLIENT_CREDENTIALS:
+		smtp_client_credentials_start(client);
 		break;
 	case SMTP_CLIENT_READY:
 		smtp_client_next_transaction(client);
@@ -2057,16 +2458,19 @@ smtp_client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		smtp_client_connect_failed(client, reason);
 		free(reason);
 		return;
+	case SMTP_CLIENT_READY:
+		smtp_client_next_transaction(client);
+		return;
 	case SMTP_CLIENT_GREETING:
 		if (!client->greeting_warned &&
 		    client->endpoint->tls != TLS_MODE_IMPLICIT &&
 		    seconds > SMTP_CLIENT_GREETING_HINT) {
-			/* A server that waits for a TLS ClientHello sends no greeting. */
 			client->greeting_warned = true;
 			log_warning("session=c%" PRIu64 " no greeting from %s "
-			    "after %ds; if port %d expects TLS from the start "
-			    "(usually 465), set tls: implicit", client->id,
-			    client->hostport, SMTP_CLIENT_GREETING_HINT, port);
+			    "after %ds; probing whether port %d expects TLS from "
+			    "the start", client->id, client->hostport,
+			    SMTP_CLIENT_GREETING_HINT, port);
+			smtp_client_probe_start(client);
 			smtp_client_timer_arm(client,
 			    seconds - SMTP_CLIENT_GREETING_HINT);
 			return;
@@ -2119,6 +2523,15 @@ smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
 	case SMTP_CLIENT_QUIT:
 		smtp_client_drop(client);
 		return;
+	case SMTP_CLIENT_READY:
+		/* Servers close idle sessions; no transaction was in flight. */
+		if (client->txn == NULL && (what & BEV_EVENT_EOF) != 0) {
+			log_info("session=c%" PRIu64 " %s closed the idle "
+			    "session", client->id, client->hostport);
+			smtp_client_drop(client);
+			return;
+		}
+		break;
 	default:
 		break;
 	}
@@ -2210,6 +2623,55 @@ smtp_client_write_cb(struct bufferevent *bev, void *arg)
 		smtp_client_enter(client, SMTP_CLIENT_DATA_END);
 }
 
+/* The whole session took longer than smarthost.timeouts.session. */
+static void
+smtp_client_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_client *client = arg;
+	const struct smtp_client_state_info *info = &smtp_client_states[client->state];
+	char span[32];
+
+	(void)fd;
+	(void)what;
+	if (client->state == SMTP_CLIENT_CLOSED)
+		return;
+	if (client->state != SMTP_CLIENT_QUIT) {
+		duration_format(client->smarthost->timeouts.session, span,
+		    sizeof(span));
+		smtp_client_fail(client, SMTP_FAILURE_CONNECT, NULL,
+		    "the session deadline (smarthost.timeouts.session: %s) "
+		    "passed while %s %s", span, info->activity,
+		    client->hostport);
+	}
+	smtp_client_drop(client);
+}
+
+const char *
+smtp_failure_name(enum smtp_failure failure)
+{
+	switch (failure) {
+	case SMTP_FAILURE_NONE:
+		return "none";
+	case SMTP_FAILURE_CONNECT:
+		return "connect";
+	case SMTP_FAILURE_TLS:
+		return "tls";
+	case SMTP_FAILURE_PROTOCOL:
+		return "protocol";
+	case SMTP_FAILURE_AUTH:
+		return "auth";
+	case SMTP_FAILURE_CONFIG:
+		return "config";
+	case SMTP_FAILURE_REPLY:
+		return "reply";
+	case SMTP_FAILURE_SHUTDOWN:
+		return "421";
+	case SMTP_FAILURE_INTERNAL:
+		return "internal";
+	}
+	return "unknown";
+}
+
 /* --- public interface --- */
 
 struct smtp_client *
@@ -2219,6 +2681,7 @@ smtp_client_start(struct event_base *base, struct evdns_base *dns,
     const struct smtp_client_callbacks *callbacks, void *arg, char **errstr)
 {
 	struct smtp_client *client = xcalloc(1, sizeof(*client));
+	struct timeval deadline = { 0, 0 };
 
 	client->id = smtp_client_next_id++;
 	client->base = base;
@@ -2240,19 +2703,25 @@ smtp_client_start(struct event_base *base, struct evdns_base *dns,
 		    endpoint->port);
 
 	client->timer = evtimer_new(base, smtp_client_timer_cb, client);
+	client->deadline = evtimer_new(base, smtp_client_deadline_cb, client);
 	client->deferred = event_new(base, -1, 0, smtp_client_deferred_cb,
 	    client);
-	if (client->timer == NULL || client->deferred == NULL) {
+	if (client->timer == NULL || client->deadline == NULL ||
+	    client->deferred == NULL) {
 		set_error(errstr, "cannot create the session timers for %s",
 		    client->hostport);
 		if (client->timer != NULL)
 			event_free(client->timer);
+		if (client->deadline != NULL)
+			event_free(client->deadline);
 		if (client->deferred != NULL)
 			event_free(client->deferred);
 		free(client->hostport);
 		free(client);
 		return NULL;
 	}
+	deadline.tv_sec = (time_t)config->smarthost.timeouts.session;
+	evtimer_add(client->deadline, &deadline);
 
 	log_info("session=c%" PRIu64 " host=%s tls=%s starting", client->id,
 	    client->hostport, tls_mode_name(endpoint->tls));
@@ -2273,7 +2742,12 @@ smtp_client_stop(struct smtp_client *client, bool abort)
 	if (abort || client->state <= SMTP_CLIENT_GREETING) {
 		client->aborted = abort;
 		smtp_client_drop(client);
+		return;
 	}
+
+	/* Waiting for a rate limit: the timer ends the session from the event loop. */
+	if (client->state == SMTP_CLIENT_READY && client->txn == NULL)
+		smtp_client_timer_arm_ms(client, 0);
 }
 
 uint64_t

@@ -29,10 +29,15 @@ enum smtp_failure {
 	SMTP_FAILURE_CONNECT,	/* name lookup, TCP connect, connection lost, timeout */
 	SMTP_FAILURE_TLS,	/* handshake or certificate verification failed */
 	SMTP_FAILURE_PROTOCOL,	/* malformed reply, or a required extension missing */
-	SMTP_FAILURE_AUTH,	/* AUTH rejected, or configured but not offered */
+	SMTP_FAILURE_AUTH,	/* credentials rejected or unusable, AUTH not offered: relay-wide */
+	SMTP_FAILURE_CONFIG,	/* the endpoint's settings do not fit the server: TLS mode mix-up */
 	SMTP_FAILURE_REPLY,	/* the server replied 4xx/5xx at a session stage (greeting, EHLO) */
+	SMTP_FAILURE_SHUTDOWN,	/* 421: the server is closing, whatever the stage: relay-wide */
 	SMTP_FAILURE_INTERNAL,	/* local error: reading the body, memory */
 };
+
+/* A short name of FAILURE for log lines, such as "auth". */
+const char *smtp_failure_name(enum smtp_failure failure);
 
 /* How one message's transaction ended. */
 enum delivery_status {
@@ -58,9 +63,13 @@ struct delivery_result {
 struct smtp_client_callbacks {
 	/*
 	 * The session is ready for a transaction. Return a claimed message,
-	 * or NULL to end the session with QUIT.
+	 * or NULL to end the session with QUIT. Setting *RETRY_MS above zero
+	 * with NULL keeps the session open and asks again after that many
+	 * milliseconds (a rate limit holds due messages back); the session
+	 * ends with QUIT instead when the wait would be longer than a minute.
 	 */
-	struct queue_message *(*next_message)(void *arg, struct smtp_client *client);
+	struct queue_message *(*next_message)(void *arg, struct smtp_client *client,
+	    int64_t *retry_ms);
 	/* The transaction of MSG ended; RESULT is valid during the call only. */
 	void (*message_done)(void *arg, struct smtp_client *client,
 	    struct queue_message *msg, const struct delivery_result *result);

@@ -30,6 +30,7 @@ import binascii
 import collections
 import dataclasses
 import email
+import hmac
 import email.message
 import email.policy
 import re
@@ -373,6 +374,12 @@ class ScriptedSMTP(SMTP):
                 return (self.decode_base64(username).decode("utf-8", "replace"),
                         self.decode_base64(password).decode("utf-8", "replace"))
 
+            if mechanism == "CRAM-MD5":
+                return await self.run_cram_md5(initial)
+
+            if mechanism == "XOAUTH2":
+                return await self.run_xoauth2(initial)
+
             # Other mechanisms get one empty challenge and never verify;
             # tests script their reply.
             response = initial if initial is not None else await self.challenge("")
@@ -381,6 +388,46 @@ class ScriptedSMTP(SMTP):
             return self.decode_base64(response).decode("utf-8", "replace"), None
         except binascii.Error:
             return "501 5.5.2 Cannot decode base64"
+
+    async def run_cram_md5(self, initial: Optional[str]):
+        """
+        RFC 2195: send a challenge and check the HMAC-MD5 in the response.
+        Returns (username, password) with the configured password when the
+        digest matches, else (username, None), which fails verification.
+        """
+        if initial is not None:
+            return "501 5.5.2 CRAM-MD5 takes no initial response"
+        nonce = f"<{self.host.next_queue_number()}.{int(time.time())}@{self.host.hostname}>"
+        response = await self.challenge(base64.b64encode(nonce.encode()).decode())
+        if response is None:
+            return "501 5.7.0 Authentication aborted"
+        decoded = self.decode_base64(response).decode("utf-8", "replace")
+        username, _, digest = decoded.rpartition(" ")
+        if self.host.auth is None or not username:
+            return username or decoded, None
+        expected = hmac.new(self.host.auth[1].encode(), nonce.encode(), "md5").hexdigest()
+        return username, self.host.auth[1] if hmac.compare_digest(expected, digest) else None
+
+    async def run_xoauth2(self, initial: Optional[str]):
+        """
+        The XOAUTH2 exchange: "user=U^Aauth=Bearer TOKEN^A^A" as the initial
+        response (or after an empty challenge). The token counts as the
+        password. A wrong token gets the 334 error challenge with a JSON
+        status, then the reply to the client's empty response.
+        """
+        response = initial if initial is not None else await self.challenge("")
+        if response is None:
+            return "501 5.7.0 Authentication aborted"
+        decoded = self.decode_base64(response).decode("utf-8", "replace")
+        fields = dict(part.split("=", 1) for part in decoded.split("\x01") if "=" in part)
+        username = fields.get("user")
+        token = fields.get("auth", "")
+        token = token[len("Bearer "):] if token.startswith("Bearer ") else None
+        if self.host.auth is not None and (username, token) == tuple(self.host.auth):
+            return username, token
+        error = base64.b64encode(b'{"status":"401","schemes":"bearer"}').decode()
+        await self.challenge(error)
+        return username, None
 
     async def challenge(self, text: str) -> Optional[str]:
         await super().push(f"334 {text}")
@@ -532,7 +579,7 @@ class FakeSmarthost:
                  auth_require_tls=None, auth_required=False, require_starttls=False,
                  pipelining=True, size=10 * 1024 * 1024, ehlo_extensions=None,
                  hostname="smarthost.test", idle_timeout=300, certificates=None,
-                 workdir=None, port=0):
+                 workdir=None, port=0, tls_max_version=None, client_ca=None):
         if tls not in ("none", "starttls", "implicit"):
             raise ValueError(f"tls must be none, starttls or implicit, not {tls!r}")
         self.host = "127.0.0.1"
@@ -550,6 +597,10 @@ class FakeSmarthost:
         self.idle_timeout = idle_timeout
         self.certificates = certificates
         self.workdir = Path(workdir) if workdir is not None else None
+        # An ssl.TLSVersion the server offers at most, and a CA file whose
+        # client certificates the server requires (None: no client certificate).
+        self.tls_max_version = tls_max_version
+        self.client_ca = client_ca
 
         self.replies = {}
         self.rcpt_reply = {}
@@ -588,6 +639,11 @@ class FakeSmarthost:
     def server_tls_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.certificates.cert_file, self.certificates.key_file)
+        if self.tls_max_version is not None:
+            context.maximum_version = self.tls_max_version
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(str(self.client_ca))
         return context
 
     def ehlo_keywords(self, tls_active: bool) -> list:

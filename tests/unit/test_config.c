@@ -473,7 +473,8 @@ static const struct error_case error_cases[] = {
 	  "such as mail.example.com" },
 	{ "smarthost:\n  host: a.example\n  username: payments\n",
 	  "relayq.yaml:1:1: smarthost.password_file: missing: expected the file that "
-	  "contains the password for smarthost.username" },
+	  "contains the password for smarthost.username (or set password_command or "
+	  "password_env)" },
 	{ "smarthost:\n  host: a.example\n  password_file: /etc/secret\n",
 	  "relayq.yaml:1:1: smarthost.username: missing: expected the user name that "
 	  "goes with smarthost.password_file" },
@@ -484,14 +485,18 @@ static const struct error_case error_cases[] = {
 	  "\"smarthost\"?)" },
 	{ "smarthost:\n  host: a.example\n  colour: blue\n",
 	  "relayq.yaml:3:3: unknown key \"colour\" in smarthost (valid keys: host, port, "
-	  "tls, tls_verify, ca_file, username, password_file, helo_name, "
+	  "tls, tls_verify, ca_file, username, password_file, password_command, "
+	  "password_env, auth_mechanisms, tls_min_version, tls_ciphers, "
+	  "tls_ciphersuites, ca_path, tls_fingerprint, tls_client_cert, "
+	  "tls_client_key, endpoint_cooldown, max_messages_per_minute, helo_name, "
 	  "max_connections, max_messages_per_connection, on_uncertain, timeouts, "
 	  "fallback)" },
 	{ "retry:\n  intial: 1m\n",
 	  "relayq.yaml:2:3: unknown key \"intial\" in retry (did you mean \"initial\"?)" },
 	{ "smarthost:\n  host: a.example\n  timeouts:\n    data: 1m\n",
 	  "relayq.yaml:4:5: unknown key \"data\" in smarthost.timeouts (valid keys: "
-	  "connect, greeting, command, mail, rcpt, data_init, data_block, data_end)" },
+	  "connect, greeting, command, mail, rcpt, data_init, data_block, data_end, "
+	  "session)" },
 	{ "smarthost:\n  host: a\n  host: b\n",
 	  "relayq.yaml:3:3: smarthost.host: duplicate key (first given at line 2)" },
 	{ "smarthost:\n  host: a\n  port:\n  port: 25\n",
@@ -541,7 +546,7 @@ static const struct error_case error_cases[] = {
 	  "number 1-65535" },
 	{ "smarthost:\n  host: a.example\n  tls: ssl\n",
 	  "relayq.yaml:3:8: smarthost.tls: invalid value \"ssl\": expected none, "
-	  "starttls or implicit" },
+	  "starttls, implicit or opportunistic" },
 	{ "smarthost:\n  host: a.example\n  tls_verify: maybe\n",
 	  "relayq.yaml:3:15: smarthost.tls_verify: invalid value \"maybe\": expected "
 	  "true or false" },
