@@ -1,9 +1,9 @@
 /*
  * queue_fill: put COUNT small messages into a relayq queue through the
  * same queue_store functions that relayqd's SMTP intake calls
- * (message_create, chunk_append, message_accept), so a benchmark can
- * build a queue of a million messages in a minute instead of an hour.
- * Messages are committed BATCH at a time; the last commit is durable.
+ * (message_create, chunk_append, message_accept). A benchmark thus builds
+ * a queue of a million messages in about a minute instead of an hour.
+ * Messages are committed BATCH at a time, and the last commit is durable.
  * Run it only while no relayqd uses the queue. bench/run compiles it
  * against the common library of a build directory.
  *

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "compat.h"
 #include "config.h"
 #include "json.h"
 #include "queue_admin.h"
@@ -74,11 +75,11 @@ int cli_change_main(struct cli *cli, const struct cli_change *cmd, int argc,
 
 /* Print "PROGNAME: message" on stderr. */
 void cli_warn(struct cli *cli, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+    RELAYQ_PRINTF(2, 3);
 
 /* Print the message and the usage of COMMAND on stderr; returns EX_USAGE. */
 int cli_usage_error(struct cli *cli, const char *command, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    RELAYQ_PRINTF(3, 4);
 
 /* Print the usage of COMMAND on stdout for its --help; returns EX_OK. */
 int cli_usage(struct cli *cli, const char *command);

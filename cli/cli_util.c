@@ -9,12 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 #include <time.h>
 
 #include "cli.h"
 #include "control.h"
 #include "duration.h"
+#include "exit_codes.h"
 #include "queue_admin.h"
 #include "util.h"
 

@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "cli.h"
+#include "exit_codes.h"
 #include "util.h"
 
 static const struct option cmd_config_options[] = {

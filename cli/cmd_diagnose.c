@@ -9,21 +9,14 @@
  * configured ones, capped so that a diagnosis ends within minutes.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/time.h>
-#include <sysexits.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -31,6 +24,8 @@
 
 #include "address.h"
 #include "cli.h"
+#include "compat.h"
+#include "exit_codes.h"
 #include "log.h"
 #include "message.h"
 #include "sasl.h"
@@ -109,7 +104,7 @@ diag_timeout(int64_t configured)
 
 /* --- recording steps --- */
 
-static void __attribute__((format(printf, 4, 5)))
+static void RELAYQ_PRINTF(4, 5)
 diag_step(struct diag_endpoint *ep, const char *name, enum diag_result result,
     const char *fmt, ...)
 {
@@ -127,7 +122,7 @@ diag_step(struct diag_endpoint *ep, const char *name, enum diag_result result,
 }
 
 /* Record a failed step with its cause, and the exit status it stands for. */
-static int __attribute__((format(printf, 5, 6)))
+static int RELAYQ_PRINTF(5, 6)
 diag_fail(struct diag_endpoint *ep, const char *name, int exit, const char *hint,
     const char *fmt, ...)
 {
@@ -169,7 +164,7 @@ diag_conn_close(struct diag_conn *c)
 		SSL_free(c->ssl);
 	}
 	if (c->fd != -1)
-		close(c->fd);
+		compat_socket_close(c->fd);
 	c->ssl = NULL;
 	c->fd = -1;
 	c->len = 0;
@@ -178,10 +173,7 @@ diag_conn_close(struct diag_conn *c)
 static void
 diag_set_timeouts(int fd, int seconds)
 {
-	struct timeval tv = { seconds, 0 };
-
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	compat_socket_set_timeouts(fd, seconds);
 }
 
 /*
@@ -191,42 +183,39 @@ diag_set_timeouts(int fd, int seconds)
 static int
 diag_connect(const struct addrinfo *ai, int timeout, bool *timed_out, int *err)
 {
-	struct pollfd pfd;
 	socklen_t len = sizeof(*err);
-	int fd, flags, rc;
+	int fd, rc;
 
 	*timed_out = false;
 	*err = 0;
 	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd == -1) {
-		*err = errno;
+		*err = compat_socket_error();
 		return -1;
 	}
-	flags = fcntl(fd, F_GETFL);
-	fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+	compat_socket_set_nonblocking(fd, true);
 	rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-	if (rc == -1 && errno != EINPROGRESS) {
-		*err = errno;
-		close(fd);
+	if (rc == -1 && !compat_socket_connect_pending(compat_socket_error())) {
+		*err = compat_socket_error();
+		compat_socket_close(fd);
 		return -1;
 	}
 	if (rc == -1) {
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		rc = poll(&pfd, 1, timeout * 1000);
+		rc = compat_socket_wait_writable(fd, timeout * 1000);
 		if (rc == 0) {
 			*timed_out = true;
-			close(fd);
+			compat_socket_close(fd);
 			return -1;
 		}
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &len) == -1 || *err != 0) {
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, (void *)err, &len) == -1 ||
+		    *err != 0) {
 			if (*err == 0)
-				*err = errno;
-			close(fd);
+				*err = compat_socket_error();
+			compat_socket_close(fd);
 			return -1;
 		}
 	}
-	fcntl(fd, F_SETFL, flags);
+	compat_socket_set_nonblocking(fd, false);
 	return fd;
 }
 
@@ -484,14 +473,14 @@ diag_probe_tls(struct diag *d, const struct addrinfo *ai, const char *host)
 	ssl = tls_client_ssl_new(d->ctx, host, false, NULL, 0, &error);
 	if (ssl == NULL) {
 		free(error);
-		close(fd);
+		compat_socket_close(fd);
 		return false;
 	}
 	SSL_set_fd(ssl, fd);
 	ok = SSL_connect(ssl) == 1;
 	ERR_clear_error();
 	SSL_free(ssl);
-	close(fd);
+	compat_socket_close(fd);
 	return ok;
 }
 
@@ -552,7 +541,7 @@ diag_alternative_ports(const struct diag_endpoint *ep, const struct addrinfo *ai
 		fd = diag_connect(&copy, DIAG_ALTERNATIVE_TIMEOUT, &timed_out, &err);
 		if (fd == -1)
 			continue;
-		close(fd);
+		compat_socket_close(fd);
 		joined = xasprintf("%s%s%d", open_ports, open_ports[0] != '\0' ?
 		    ", " : "", ports[i]);
 		free(open_ports);
@@ -584,7 +573,7 @@ diag_connect_step(struct diag *d, struct diag_endpoint *ep, struct addrinfo *res
 		}
 		any_timeout |= timed_out;
 		diag_step(ep, "connect", DIAG_INFO, "%s port %d: %s", addr, ep->port,
-		    timed_out ? "timed out" : strerror(err));
+		    timed_out ? "timed out" : compat_socket_strerror(err));
 	}
 
 	others = diag_alternative_ports(ep, res);

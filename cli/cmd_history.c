@@ -8,10 +8,10 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "cli.h"
 #include "duration.h"
+#include "exit_codes.h"
 #include "util.h"
 
 #define CMD_HISTORY_DEFAULT_LIMIT 50

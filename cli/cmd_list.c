@@ -6,9 +6,9 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "cli.h"
+#include "exit_codes.h"
 #include "util.h"
 
 /* Display limits of the table's free-text columns, in characters. */

@@ -13,13 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sysexits.h>
 #ifndef _WIN32
 #include <unistd.h>
 #endif
 
 #include "address.h"
 #include "cli.h"
+#include "exit_codes.h"
 #include "header.h"
 #include "submit.h"
 #include "util.h"

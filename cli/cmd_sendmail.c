@@ -8,19 +8,19 @@
  * the default config.
  */
 #include <errno.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sysexits.h>
 #include <unistd.h>
 
 #include "address.h"
 #include "cmd_sendmail.h"
+#include "compat.h"
 #include "control.h"
+#include "exit_codes.h"
 #include "header.h"
 #include "submit.h"
 #include "util.h"
@@ -108,7 +108,7 @@ cmd_sendmail_print_usage(struct cli *cli, FILE *fp)
 
 static int
 cmd_sendmail_usage_error(struct cli *cli, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+    RELAYQ_PRINTF(2, 3);
 
 static int
 cmd_sendmail_usage_error(struct cli *cli, const char *fmt, ...)

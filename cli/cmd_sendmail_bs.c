@@ -7,16 +7,16 @@
  * Replies are flushed one by one, which keeps pipelined commands in order.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 #include <unistd.h>
 
 #include "cmd_sendmail.h"
+#include "compat.h"
+#include "exit_codes.h"
 #include "header.h"
 #include "smtp_data.h"
 #include "smtp_proto.h"
@@ -50,7 +50,7 @@ struct cmd_sendmail_bs {
 
 static void
 cmd_sendmail_bs_reply(struct cmd_sendmail_bs *bs, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+    RELAYQ_PRINTF(2, 3);
 
 static void
 cmd_sendmail_bs_reply(struct cmd_sendmail_bs *bs, const char *fmt, ...)
@@ -383,7 +383,7 @@ cmd_sendmail_bs(struct cli *cli, const char *source)
 	int rc = EX_OK, got;
 
 	/* A client that goes away shows as a failed write, not as SIGPIPE. */
-	signal(SIGPIPE, SIG_IGN);
+	compat_ignore_sigpipe();
 	bs->cli = cli;
 	bs->source = source;
 

@@ -10,9 +10,9 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "cli.h"
+#include "exit_codes.h"
 #include "queue_admin.h"
 #include "util.h"
 

@@ -7,9 +7,9 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "cli.h"
+#include "exit_codes.h"
 #include "util.h"
 
 /* Width of the labels in text output, colon included. */

@@ -10,9 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include "cli.h"
+#include "compat.h"
+#include "exit_codes.h"
 #include "log.h"
 #include "util.h"
 
@@ -332,11 +333,14 @@ main(int argc, char **argv)
 {
 	struct cli cli;
 	const char *name;
+	char *error = NULL;
 	int rc;
 
 	memset(&cli, 0, sizeof(cli));
 	cli.progname = "relayq";
 	log_init(cli.progname, LOG_LEVEL_WARNING);
+	if (compat_init(&error) == -1)
+		fatal("%s", error);
 	cli.config_path = config_default_path();
 
 	/* Invoked through a link named sendmail or mailq: the sendmail interface. */

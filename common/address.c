@@ -10,7 +10,6 @@
  * The reasons given in *ERRSTR end up in SMTP replies, so they are plain
  * ASCII and never quote the peer's bytes.
  */
-#include <arpa/inet.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include <strings.h>
 
 #include "address.h"
+#include "compat.h"
 #include "util.h"
 
 #define ADDRESS_LOCAL_MAX	64

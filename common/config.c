@@ -10,9 +10,14 @@
  * defaults everywhere, but smarthost.host has no default.
  *
  * Relative paths in the file (queue.path, pickup.path, smarthost.ca_file,
- * smarthost.password_file) are resolved against the directory that
- * contains the config file, not against the working directory, and the
- * result is absolute when the working directory is known.
+ * smtpd.tls_cert and every other file name) are resolved against the
+ * directory that contains the config file, not against the working
+ * directory, and the result is absolute when the working directory is
+ * known.
+ *
+ * A "listen:" entry may be a mapping whose keys override the "smtpd:"
+ * keys of the same name. The entries are merged with "smtpd:" after the
+ * whole file is loaded, because "smtpd:" may come after "listen:".
  */
 #include <ctype.h>
 #include <errno.h>
@@ -32,6 +37,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #endif
 
 #include <yaml.h>
@@ -395,6 +401,9 @@ enum config_kind {
 	CONFIG_LOG_LEVEL,	/* enum log_level */
 	CONFIG_TLS_VERSION,	/* int: 12 or 13, written "1.2" or "1.3" */
 	CONFIG_DSN_MODE,	/* enum dsn_mode */
+	CONFIG_SMTPD_AUTH,	/* enum smtpd_auth */
+	CONFIG_NETWORKS,	/* struct config_networks: one network or a sequence */
+	CONFIG_PRIVATE_FILE,	/* char *: like CONFIG_PATH, and group and others must not read it */
 	CONFIG_SECTION,		/* a nested section, checked by its own function */
 };
 
@@ -462,6 +471,13 @@ static const struct config_name config_dsn_modes[] = {
 	{ "sender", DSN_MODE_SENDER },
 	{ "admin", DSN_MODE_ADMIN },
 	{ "off", DSN_MODE_OFF },
+	{ NULL, 0 },
+};
+
+static const struct config_name config_smtpd_auth_modes[] = {
+	{ "off", SMTPD_AUTH_OFF },
+	{ "optional", SMTPD_AUTH_OPTIONAL },
+	{ "required", SMTPD_AUTH_REQUIRED },
 	{ NULL, 0 },
 };
 
@@ -571,10 +587,44 @@ static const struct config_key config_smtpd_keys[] = {
 	INT_KEY("max_recipients", struct config_smtpd, max_recipients, 1, 100000),
 	INT_KEY("max_connections", struct config_smtpd, max_connections, 1, 10000),
 	KEY("timeout", CONFIG_DURATION, struct config_smtpd, timeout),
+	KEY("data_timeout", CONFIG_DURATION, struct config_smtpd, data_timeout),
+	KEY("allow", CONFIG_NETWORKS, struct config_smtpd, allow),
+	KEY("tls_cert", CONFIG_PATH, struct config_smtpd, tls_cert),
+	KEY("tls_key", CONFIG_PATH, struct config_smtpd, tls_key),
+	KEY("starttls", CONFIG_BOOL, struct config_smtpd, starttls),
+	KEY("auth", CONFIG_SMTPD_AUTH, struct config_smtpd, auth),
+	KEY("users_file", CONFIG_PRIVATE_FILE, struct config_smtpd, users_file),
+	KEY("auth_plaintext_loopback", CONFIG_BOOL, struct config_smtpd,
+	    auth_plaintext_loopback),
+	INT_KEY("max_connections_per_client", struct config_smtpd,
+	    max_connections_per_client, 1, 10000),
+	KEY("smtputf8", CONFIG_BOOL, struct config_smtpd, smtputf8),
+};
+
+/*
+ * Keys of a "listen:" mapping. Each key but "address" has a key of the
+ * same name and kind in config_smtpd_keys, which gives its default.
+ */
+static const struct config_key config_listen_keys[] = {
+	SECTION_KEY("address", NULL),
+	KEY("allow", CONFIG_NETWORKS, struct config_listen, allow),
+	KEY("tls_cert", CONFIG_PATH, struct config_listen, tls_cert),
+	KEY("tls_key", CONFIG_PATH, struct config_listen, tls_key),
+	KEY("starttls", CONFIG_BOOL, struct config_listen, starttls),
+	KEY("auth", CONFIG_SMTPD_AUTH, struct config_listen, auth),
+	KEY("users_file", CONFIG_PRIVATE_FILE, struct config_listen, users_file),
+	KEY("auth_plaintext_loopback", CONFIG_BOOL, struct config_listen,
+	    auth_plaintext_loopback),
+	KEY("max_message_size", CONFIG_SIZE, struct config_listen, max_message_size),
+	INT_KEY("max_recipients", struct config_listen, max_recipients, 1, 100000),
+	INT_KEY("max_connections", struct config_listen, max_connections, 1, 10000),
+	INT_KEY("max_connections_per_client", struct config_listen,
+	    max_connections_per_client, 1, 10000),
+	KEY("smtputf8", CONFIG_BOOL, struct config_listen, smtputf8),
 };
 
 static int config_error_at(struct config_loader *ld, const struct config_node *node,
-    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+    const char *fmt, ...) RELAYQ_PRINTF(3, 4);
 
 /* Report "FILE:LINE:COLUMN: message", or "FILE: message" when NODE is NULL. */
 static int
@@ -869,6 +919,162 @@ config_resolve_path(const struct config_loader *ld, const char *path)
 	return xasprintf("%s/%s", ld->base_dir, path);
 }
 
+/*
+ * Check a file that contains secrets, such as smtpd.users_file: group and
+ * others must not read it. A file that cannot be examined because a
+ * directory is closed to this user passes, so that relayq commands run by
+ * another user still load the config. relayqd reports it when it reads
+ * the file.
+ */
+static int
+config_check_private_file(struct config_loader *ld, const char *keypath,
+    const struct config_node *value, const char *path)
+{
+#ifdef _WIN32
+	/* NOTE: Windows protects the file with ACLs, which this check does not read. */
+	(void)ld;
+	(void)keypath;
+	(void)value;
+	(void)path;
+	return 0;
+#else
+	struct stat st;
+
+	if (stat(path, &st) == -1) {
+		if (errno == ENOENT)
+			return config_error_at(ld, value, "%s: %s not found", keypath, path);
+		return 0;
+	}
+	if (!S_ISREG(st.st_mode))
+		return config_error_at(ld, value, "%s: %s is not a regular file",
+		    keypath, path);
+	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		return config_error_at(ld, value, "%s: %s can be read or changed by "
+		    "group or others (mode %04o), which exposes its password hashes: "
+		    "run \"chmod 600 %s\"", keypath, path,
+		    (unsigned int)(st.st_mode & 07777), path);
+	return 0;
+#endif
+}
+
+/* Length of a network's address in bytes. */
+static size_t
+config_network_length(const struct config_network *net)
+{
+	return net->family == 4 ? 4 : 16;
+}
+
+/* True when NET has bits set after its prefix; CLEARED receives NET without them. */
+static bool
+config_network_has_host_bits(const struct config_network *net,
+    struct config_network *cleared)
+{
+	size_t len = config_network_length(net), i;
+	int bits;
+
+	*cleared = *net;
+	for (i = 0; i < len; i++) {
+		bits = net->prefix - (int)i * 8;
+		if (bits >= 8)
+			continue;
+		cleared->addr[i] &= bits <= 0 ? 0 : (unsigned char)(0xFF << (8 - bits));
+	}
+	return memcmp(cleared->addr, net->addr, len) != 0;
+}
+
+static void
+config_network_format(const struct config_network *net, char *buf, size_t size)
+{
+	char addr[INET6_ADDRSTRLEN];
+
+	inet_ntop(net->family == 4 ? AF_INET : AF_INET6, net->addr, addr,
+	    sizeof(addr));
+	snprintf(buf, size, "%s/%d", addr, net->prefix);
+}
+
+/* One network: "192.168.1.0/24", "::1/128", or an address alone for one host. */
+static int
+config_load_network(struct config_loader *ld, const char *keypath,
+    const struct config_node *node, struct config_network *net)
+{
+	const char *expected = "a network such as 192.168.1.0/24 or ::1/128, or an "
+	    "IP address";
+	char addr[INET6_ADDRSTRLEN], shown[INET6_ADDRSTRLEN + 8], message[160];
+	struct config_network cleared;
+	const char *slash;
+	uint64_t prefix;
+	size_t len;
+
+	if (node->type != CONFIG_NODE_SCALAR || node->is_null)
+		return config_wrong_type(ld, keypath, node, expected);
+	slash = strchr(node->value, '/');
+	len = slash != NULL ? (size_t)(slash - node->value) : strlen(node->value);
+	if (len == 0 || len >= sizeof(addr))
+		return config_invalid(ld, keypath, node, expected);
+	memcpy(addr, node->value, len);
+	addr[len] = '\0';
+
+	memset(net, 0, sizeof(*net));
+	if (inet_pton(AF_INET, addr, net->addr) == 1)
+		net->family = 4;
+	else if (inet_pton(AF_INET6, addr, net->addr) == 1)
+		net->family = 6;
+	else
+		return config_invalid(ld, keypath, node, expected);
+
+	prefix = net->family == 4 ? 32 : 128;
+	if (slash != NULL && !config_parse_decimal(slash + 1, prefix, &prefix))
+		return config_invalid(ld, keypath, node, net->family == 4 ?
+		    "a prefix length 0-32 after the slash" :
+		    "a prefix length 0-128 after the slash");
+	net->prefix = (int)prefix;
+
+	if (config_network_has_host_bits(net, &cleared)) {
+		config_network_format(&cleared, shown, sizeof(shown));
+		snprintf(message, sizeof(message), "a network without host bits, "
+		    "such as %s", shown);
+		return config_invalid(ld, keypath, node, message);
+	}
+	return 0;
+}
+
+/* An "allow" value: one network, or a non-empty sequence of them. */
+static int
+config_load_networks(struct config_loader *ld, const char *keypath,
+    const struct config_node *value, struct config_networks *field)
+{
+	struct config_networks nets = { NULL, 0 };
+	char itempath[160];
+	size_t i;
+
+	if (value->type == CONFIG_NODE_SCALAR) {
+		nets.items = xcalloc(1, sizeof(*nets.items));
+		if (config_load_network(ld, keypath, value, &nets.items[0]) == -1) {
+			free(nets.items);
+			return -1;
+		}
+		nets.count = 1;
+	} else if (value->type == CONFIG_NODE_SEQUENCE && value->count > 0) {
+		nets.items = xcalloc(value->count, sizeof(*nets.items));
+		for (i = 0; i < value->count; i++) {
+			snprintf(itempath, sizeof(itempath), "%s[%zu]", keypath, i);
+			if (config_load_network(ld, itempath, value->items[i],
+			    &nets.items[i]) == -1) {
+				free(nets.items);
+				return -1;
+			}
+		}
+		nets.count = value->count;
+	} else {
+		return config_wrong_type(ld, keypath, value, "a network such as "
+		    "192.168.1.0/24, or a sequence of at least one");
+	}
+
+	free(field->items);
+	*field = nets;
+	return 0;
+}
+
 static int
 config_load_string(struct config_loader *ld, const char *keypath,
     const struct config_key *key, const struct config_node *value, char **field)
@@ -888,6 +1094,7 @@ config_load_string(struct config_loader *ld, const char *keypath,
 			    "mail.example.com, or an address literal such as [192.0.2.1]");
 		break;
 	case CONFIG_PATH:
+	case CONFIG_PRIVATE_FILE:
 		if (text[0] == '\0' || config_has_control(text))
 			return config_invalid(ld, keypath, value, "a file name");
 		break;
@@ -899,10 +1106,12 @@ config_load_string(struct config_loader *ld, const char *keypath,
 	}
 
 	free(*field);
-	if (key->kind == CONFIG_PATH)
+	if (key->kind == CONFIG_PATH || key->kind == CONFIG_PRIVATE_FILE)
 		*field = config_resolve_path(ld, text);
 	else
 		*field = xstrdup(text);
+	if (key->kind == CONFIG_PRIVATE_FILE)
+		return config_check_private_file(ld, keypath, value, *field);
 	return 0;
 }
 
@@ -961,11 +1170,16 @@ config_kind_expected(const struct config_key *key, char *buf, size_t size)
 		return "1.2 or 1.3";
 	case CONFIG_DSN_MODE:
 		return "sender, admin or off";
+	case CONFIG_SMTPD_AUTH:
+		return "off, optional or required";
+	case CONFIG_NETWORKS:
+		return "a network such as 192.168.1.0/24, or a sequence of them";
 	case CONFIG_UNCERTAIN:
 		return "retry or hold";
 	case CONFIG_LOG_LEVEL:
 		return "error, warning, info or debug";
 	case CONFIG_PATH:
+	case CONFIG_PRIVATE_FILE:
 		return "a file name";
 	case CONFIG_HOST:
 		return "a host name or IP address";
@@ -986,6 +1200,8 @@ config_load_value(struct config_loader *ld, const char *keypath,
 	uint64_t number;
 	int named;
 
+	if (key->kind == CONFIG_NETWORKS)
+		return config_load_networks(ld, keypath, value, field);
 	if (value->type != CONFIG_NODE_SCALAR)
 		return config_wrong_type(ld, keypath, value,
 		    config_kind_expected(key, expected, sizeof(expected)));
@@ -995,6 +1211,7 @@ config_load_value(struct config_loader *ld, const char *keypath,
 	case CONFIG_HOST:
 	case CONFIG_DOMAIN:
 	case CONFIG_PATH:
+	case CONFIG_PRIVATE_FILE:
 		return config_load_string(ld, keypath, key, value, field);
 	case CONFIG_PORT:
 		if (!config_parse_decimal(value->value, 65535, &number) || number == 0)
@@ -1043,6 +1260,12 @@ config_load_value(struct config_loader *ld, const char *keypath,
 			return -1;
 		*(enum dsn_mode *)field = named;
 		return 0;
+	case CONFIG_SMTPD_AUTH:
+		if (config_load_name(ld, keypath, value, config_smtpd_auth_modes,
+		    "off, optional or required", &named) == -1)
+			return -1;
+		*(enum smtpd_auth *)field = named;
+		return 0;
 	case CONFIG_UNCERTAIN:
 		if (config_load_name(ld, keypath, value, config_uncertain_policies,
 		    "retry or hold", &named) == -1)
@@ -1055,6 +1278,7 @@ config_load_value(struct config_loader *ld, const char *keypath,
 			return -1;
 		*(enum log_level *)field = named;
 		return 0;
+	case CONFIG_NETWORKS:
 	case CONFIG_SECTION:
 		break;
 	}
@@ -1202,11 +1426,61 @@ config_load_listen_entry(struct config_loader *ld, const char *keypath,
 	return 0;
 }
 
+/* Bit of the listener key NAME in the "set" masks, or 0 when NAME is not one. */
+static uint64_t
+config_listen_key_bit(const char *name)
+{
+	size_t k;
+
+	for (k = 0; k < COUNT(config_listen_keys); k++)
+		if (strcmp(config_listen_keys[k].name, name) == 0)
+			return (uint64_t)1 << k;
+	return 0;
+}
+
+/* Record in *SET which listener keys the loaded section SEC gave a value. */
+static void
+config_listen_record_set(const struct config_section *sec, uint64_t *set)
+{
+	size_t k;
+
+	for (k = 0; k < sec->key_count; k++)
+		if (sec->found[k] != NULL)
+			*set |= config_listen_key_bit(sec->keys[k].name);
+}
+
+/* A "listen:" entry written as a mapping with "address" and listener keys. */
+static int
+config_load_listen_map(struct config_loader *ld, const char *keypath,
+    const struct config_node *node, struct config_listen *entry)
+{
+	struct config_section sec;
+	const struct config_node *address;
+	char addresspath[48];
+
+	config_section_init(&sec, keypath, node, node, config_listen_keys,
+	    COUNT(config_listen_keys));
+	if (config_section_load(ld, &sec, entry) == -1)
+		return -1;
+	config_listen_record_set(&sec, &entry->set);
+
+	address = config_section_value(&sec, "address");
+	if (address == NULL)
+		return config_missing(ld, &sec, "address",
+		    "an address and port such as 127.0.0.1:587");
+	snprintf(addresspath, sizeof(addresspath), "%s.address", keypath);
+	if (address->type != CONFIG_NODE_SCALAR)
+		return config_wrong_type(ld, addresspath, address,
+		    "an address and port such as 127.0.0.1:587");
+	return config_load_listen_entry(ld, addresspath, address, entry);
+}
+
 static int
 config_load_listen(struct config_loader *ld, const struct config_node *key,
     const struct config_node *value, struct config *cfg)
 {
 	size_t i, j;
+	int rc;
 
 	(void)key;
 	if (value == NULL)
@@ -1224,12 +1498,18 @@ config_load_listen(struct config_loader *ld, const struct config_node *key,
 		char keypath[32];
 
 		snprintf(keypath, sizeof(keypath), "listen[%zu]", i);
-		if (item->type != CONFIG_NODE_SCALAR || item->is_null)
-			return config_wrong_type(ld, keypath, item,
-			    "an address and port such as 127.0.0.1:25");
-		if (config_load_listen_entry(ld, keypath, item, &cfg->listen[i]) == -1)
-			return -1;
+		cfg->listen[i].line = item->line;
+		cfg->listen[i].column = item->column;
 		cfg->listen_count++;
+		if (item->type == CONFIG_NODE_MAPPING)
+			rc = config_load_listen_map(ld, keypath, item, &cfg->listen[i]);
+		else if (item->type == CONFIG_NODE_SCALAR && !item->is_null)
+			rc = config_load_listen_entry(ld, keypath, item, &cfg->listen[i]);
+		else
+			rc = config_wrong_type(ld, keypath, item, "an address and port "
+			    "such as 127.0.0.1:25, or a mapping with an address");
+		if (rc == -1)
+			return -1;
 
 		for (j = 0; j < i; j++) {
 			if (strcmp(cfg->listen[j].host, cfg->listen[i].host) == 0 &&
@@ -1607,8 +1887,14 @@ static int
 config_load_smtpd(struct config_loader *ld, const struct config_node *key,
     const struct config_node *value, struct config *cfg)
 {
-	return config_load_plain(ld, "smtpd", key, value, config_smtpd_keys,
-	    COUNT(config_smtpd_keys), &cfg->smtpd);
+	struct config_section sec;
+
+	config_section_init(&sec, "smtpd", key, value, config_smtpd_keys,
+	    COUNT(config_smtpd_keys));
+	if (config_section_load(ld, &sec, &cfg->smtpd) == -1)
+		return -1;
+	config_listen_record_set(&sec, &cfg->smtpd.set);
+	return 0;
 }
 
 static int
@@ -1705,6 +1991,157 @@ config_load_top(struct config_loader *ld, const struct config_node *root,
 	return 0;
 }
 
+/* --- Listener settings: merging "listen:" entries with "smtpd:" --- */
+
+static const struct config_key *
+config_find_key(const struct config_key *keys, size_t count, const char *name)
+{
+	size_t k;
+
+	for (k = 0; k < count; k++)
+		if (strcmp(keys[k].name, name) == 0)
+			return &keys[k];
+	return NULL;
+}
+
+/* Copy the value of KEY's kind at FROM into the empty field TO. */
+static void
+config_copy_value(const struct config_key *key, const void *from, void *to)
+{
+	const struct config_networks *nets;
+	const char *text;
+
+	switch (key->kind) {
+	case CONFIG_TEXT:
+	case CONFIG_PATH:
+	case CONFIG_PRIVATE_FILE:
+		text = *(char *const *)from;
+		*(char **)to = text != NULL ? xstrdup(text) : NULL;
+		break;
+	case CONFIG_BOOL:
+		*(bool *)to = *(const bool *)from;
+		break;
+	case CONFIG_INT:
+		*(int *)to = *(const int *)from;
+		break;
+	case CONFIG_SIZE:
+		*(uint64_t *)to = *(const uint64_t *)from;
+		break;
+	case CONFIG_SMTPD_AUTH:
+		*(enum smtpd_auth *)to = *(const enum smtpd_auth *)from;
+		break;
+	case CONFIG_NETWORKS:
+		nets = from;
+		((struct config_networks *)to)->items = nets->count == 0 ? NULL :
+		    xcalloc(nets->count, sizeof(*nets->items));
+		if (nets->count > 0)
+			memcpy(((struct config_networks *)to)->items, nets->items,
+			    nets->count * sizeof(*nets->items));
+		((struct config_networks *)to)->count = nets->count;
+		break;
+	default:
+		break;
+	}
+}
+
+void
+config_listen_inherit(struct config_listen *entry, const struct config_smtpd *smtpd)
+{
+	uint64_t starttls = config_listen_key_bit("starttls");
+	const struct config_key *key, *from;
+	size_t k;
+
+	for (k = 0; k < COUNT(config_listen_keys); k++) {
+		key = &config_listen_keys[k];
+		if (key->kind == CONFIG_SECTION || (entry->set & ((uint64_t)1 << k)) != 0)
+			continue;
+		from = config_find_key(config_smtpd_keys, COUNT(config_smtpd_keys),
+		    key->name);
+		if (from != NULL)
+			config_copy_value(key, (const char *)smtpd + from->offset,
+			    (char *)entry + key->offset);
+	}
+
+	/* STARTTLS is on by default wherever a certificate is configured. */
+	if ((entry->set & starttls) == 0 && (smtpd->set & starttls) == 0)
+		entry->starttls = entry->tls_cert != NULL;
+}
+
+void
+config_listen_clear(struct config_listen *entry)
+{
+	if (entry == NULL)
+		return;
+	free(entry->host);
+	free(entry->port);
+	free(entry->text);
+	free(entry->allow.items);
+	free(entry->tls_cert);
+	free(entry->tls_key);
+	free(entry->users_file);
+	memset(entry, 0, sizeof(*entry));
+}
+
+/*
+ * Check the merged settings of listener INDEX. An entry that sets none of
+ * its own is reported as "smtpd", where its settings come from.
+ */
+static int
+config_check_listen(struct config_loader *ld, const struct config_listen *entry,
+    size_t index)
+{
+	const char *auth = smtpd_auth_name(entry->auth);
+	const struct config_node *where = NULL;
+	struct config_node at;
+	char keypath[32];
+
+	memset(&at, 0, sizeof(at));
+	if (entry->set != 0) {
+		at.line = entry->line;
+		at.column = entry->column;
+		where = &at;
+		snprintf(keypath, sizeof(keypath), "listen[%zu]", index);
+	} else {
+		snprintf(keypath, sizeof(keypath), "smtpd");
+	}
+
+	if ((entry->tls_cert == NULL) != (entry->tls_key == NULL))
+		return config_error_at(ld, where, "%s: tls_cert and tls_key must be "
+		    "set together, but only %s is set", keypath,
+		    entry->tls_cert != NULL ? "tls_cert" : "tls_key");
+	if (entry->starttls && entry->tls_cert == NULL)
+		return config_error_at(ld, where, "%s: starttls needs tls_cert and "
+		    "tls_key", keypath);
+	if (entry->auth == SMTPD_AUTH_OFF)
+		return 0;
+	if (entry->users_file == NULL)
+		return config_error_at(ld, where, "%s: auth %s needs users_file, the "
+		    "file of user names and password hashes", keypath, auth);
+	if (!entry->starttls && !entry->auth_plaintext_loopback)
+		return config_error_at(ld, where, "%s: auth %s needs starttls, because "
+		    "AUTH is offered only over TLS: set tls_cert and tls_key, or set "
+		    "auth_plaintext_loopback: true to offer it to loopback clients "
+		    "without TLS", keypath, auth);
+	return 0;
+}
+
+/* Give every listener the "smtpd:" value of each key it leaves out, and check it. */
+static int
+config_listen_finish(struct config_loader *ld, struct config *cfg)
+{
+	uint64_t starttls = config_listen_key_bit("starttls");
+	size_t i;
+
+	if ((cfg->smtpd.set & starttls) == 0)
+		cfg->smtpd.starttls = cfg->smtpd.tls_cert != NULL;
+	for (i = 0; i < cfg->listen_count; i++) {
+		config_listen_inherit(&cfg->listen[i], &cfg->smtpd);
+		if (config_check_listen(ld, &cfg->listen[i], i) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 /* --- Defaults and the public interface --- */
 
 #ifdef _WIN32
@@ -1756,6 +2193,11 @@ config_set_defaults(struct config *cfg)
 	cfg->smtpd.max_recipients = 1000;
 	cfg->smtpd.max_connections = 100;
 	cfg->smtpd.timeout = 5 * 60;
+	cfg->smtpd.data_timeout = 10 * 60;
+	cfg->smtpd.auth = SMTPD_AUTH_OFF;
+	/* Half the sessions, as Postfix's per-client limit: one client cannot take them all. */
+	cfg->smtpd.max_connections_per_client = 50;
+	cfg->smtpd.smtputf8 = false;
 
 	cfg->log_level = LOG_LEVEL_INFO;
 }
@@ -1792,6 +2234,17 @@ config_set_default_strings(struct config *cfg)
 #endif
 	if (cfg->control_socket == NULL)
 		cfg->control_socket = config_control_default(cfg->queue_path);
+	if (cfg->smtpd.allow.count == 0) {
+		/* Loopback only, also when a listener binds a public address. */
+		cfg->smtpd.allow.items = xcalloc(2, sizeof(*cfg->smtpd.allow.items));
+		cfg->smtpd.allow.items[0].family = 4;
+		cfg->smtpd.allow.items[0].addr[0] = 127;
+		cfg->smtpd.allow.items[0].prefix = 8;
+		cfg->smtpd.allow.items[1].family = 6;
+		cfg->smtpd.allow.items[1].addr[15] = 1;
+		cfg->smtpd.allow.items[1].prefix = 128;
+		cfg->smtpd.allow.count = 2;
+	}
 	if (cfg->listen == NULL) {
 		cfg->listen = xcalloc(1, sizeof(*cfg->listen));
 		cfg->listen[0].host = xstrdup("127.0.0.1");
@@ -1821,7 +2274,7 @@ config_base_dir(const char *path)
 	else
 		dir = xstrndup(path, slash - path);
 
-	if (dir[0] == '/')
+	if (compat_path_is_absolute(dir))
 		return dir;
 	cwd = getcwd(NULL, 0);
 	if (cwd == NULL)
@@ -1879,6 +2332,10 @@ config_load(const char *path, struct config **out, char **errstr)
 	loader.base_dir = config_base_dir(path);
 	loader.errstr = errstr;
 	rc = config_load_top(&loader, root, cfg);
+	if (rc == 0) {
+		config_set_default_strings(cfg);
+		rc = config_listen_finish(&loader, cfg);
+	}
 	free(loader.base_dir);
 	config_node_free(root);
 	if (rc == -1) {
@@ -1886,7 +2343,6 @@ config_load(const char *path, struct config **out, char **errstr)
 		return -1;
 	}
 
-	config_set_default_strings(cfg);
 	*out = cfg;
 	return 0;
 }
@@ -1900,11 +2356,8 @@ config_free(struct config *config)
 		return;
 	if (--config->refs > 0)
 		return;
-	for (i = 0; i < config->listen_count; i++) {
-		free(config->listen[i].host);
-		free(config->listen[i].port);
-		free(config->listen[i].text);
-	}
+	for (i = 0; i < config->listen_count; i++)
+		config_listen_clear(&config->listen[i]);
 	free(config->listen);
 	for (i = 0; i < config->smarthost.fallback_count; i++)
 		free(config->smarthost.fallback[i].host);
@@ -1924,6 +2377,10 @@ config_free(struct config *config)
 	free(config->dsn.address);
 	free(config->smarthost.helo_name);
 	free(config->smtpd.hostname);
+	free(config->smtpd.allow.items);
+	free(config->smtpd.tls_cert);
+	free(config->smtpd.tls_key);
+	free(config->smtpd.users_file);
 	free(config->pickup_path);
 	free(config->control_socket);
 	free(config->queue_path);
@@ -1963,6 +2420,17 @@ auth_mechanism_name(enum auth_mechanism mechanism)
 
 	for (n = config_auth_mechanisms; n->name != NULL; n++)
 		if (n->value == (int)mechanism)
+			return n->name;
+	return "unknown";
+}
+
+const char *
+smtpd_auth_name(enum smtpd_auth mode)
+{
+	const struct config_name *n;
+
+	for (n = config_smtpd_auth_modes; n->name != NULL; n++)
+		if (n->value == (int)mode)
 			return n->name;
 	return "unknown";
 }

@@ -46,11 +46,49 @@ enum uncertain_policy {
 	UNCERTAIN_HOLD,
 };
 
-/* One "listen:" entry, "127.0.0.1:25" or "[::1]:25". */
+/* Who must authenticate on an SMTP listener (the "auth" key). */
+enum smtpd_auth {
+	SMTPD_AUTH_OFF,		/* AUTH is not offered */
+	SMTPD_AUTH_OPTIONAL,	/* offered; clients may submit without it */
+	SMTPD_AUTH_REQUIRED,	/* MAIL before AUTH gets 530 */
+};
+
+/* An IP network of an "allow" list, such as 192.168.1.0/24. */
+struct config_network {
+	int family;			/* 4 or 6 */
+	unsigned char addr[16];		/* network byte order; host bits are zero */
+	int prefix;			/* prefix length in bits */
+};
+
+struct config_networks {
+	struct config_network *items;
+	size_t count;
+};
+
+/*
+ * One "listen:" entry: "127.0.0.1:25", "[::1]:25", or a mapping with an
+ * address and the settings below. Every setting the entry leaves out has
+ * the value of the key of the same name in "smtpd:".
+ */
 struct config_listen {
 	char *host;		/* numeric address without brackets */
 	char *port;		/* numeric port as text */
-	char *text;		/* the entry as written, for messages */
+	char *text;		/* the address as written, for messages */
+	size_t line, column;	/* position of the entry in the file; 0 for the default */
+
+	struct config_networks allow;	/* clients that may connect */
+	char *tls_cert;			/* PEM certificate chain for STARTTLS */
+	char *tls_key;			/* PEM private key for STARTTLS */
+	bool starttls;			/* offer STARTTLS */
+	enum smtpd_auth auth;
+	char *users_file;		/* "user:$crypt-hash" lines for AUTH */
+	bool auth_plaintext_loopback;	/* offer AUTH without TLS to loopback clients */
+	uint64_t max_message_size;	/* advertised in SIZE */
+	int max_recipients;
+	int max_connections;		/* concurrent sessions on this listener */
+	int max_connections_per_client;	/* concurrent sessions of one client address */
+	bool smtputf8;			/* offer SMTPUTF8 (RFC 6531) */
+	uint64_t set;			/* bit per listener key given in the file */
 };
 
 /* Client timeouts in seconds, one per stage (RFC 5321 section 4.5.3.2). */
@@ -117,13 +155,27 @@ struct config_retry {
 	int64_t max_age;	/* default 5d */
 };
 
-/* Limits of the SMTP listeners ("smtpd:" section). */
+/*
+ * The SMTP listeners ("smtpd:" section): settings of all listeners, and
+ * the defaults of the per-listener keys of struct config_listen.
+ */
 struct config_smtpd {
 	char *hostname;			/* greeting name; NULL: the host's FQDN */
 	uint64_t max_message_size;	/* default 50M, advertised in SIZE */
 	int max_recipients;		/* default 1000 */
-	int max_connections;		/* default 100 concurrent sessions */
-	int64_t timeout;		/* idle time per command: default 5m */
+	int max_connections;		/* concurrent sessions of all listeners: default 100 */
+	int64_t timeout;		/* time allowed per command: default 5m */
+	int64_t data_timeout;		/* time allowed from 354 to the final dot: default 10m */
+	struct config_networks allow;	/* default 127.0.0.0/8 and ::1/128 */
+	char *tls_cert;
+	char *tls_key;
+	bool starttls;			/* default true when tls_cert is set */
+	enum smtpd_auth auth;		/* default off */
+	char *users_file;
+	bool auth_plaintext_loopback;	/* default false */
+	int max_connections_per_client;	/* default 50 */
+	bool smtputf8;			/* default false */
+	uint64_t set;			/* bit per listener key given in the file */
 };
 
 struct config {
@@ -164,6 +216,20 @@ struct config *config_ref(struct config *config);
 const char *config_default_path(void);
 
 const char *tls_mode_name(enum tls_mode mode);
+
+/* The config name of MODE: "off", "optional" or "required". */
+const char *smtpd_auth_name(enum smtpd_auth mode);
+
+/*
+ * Fill the settings of ENTRY that ENTRY->set does not name with the
+ * values of SMTPD. ENTRY's address fields are left alone. For listeners
+ * that the service manager passes without a config entry.
+ */
+void config_listen_inherit(struct config_listen *entry,
+    const struct config_smtpd *smtpd);
+
+/* Free what ENTRY points to, and zero it. */
+void config_listen_clear(struct config_listen *entry);
 
 /* The SASL name of MECHANISM, such as "CRAM-MD5". */
 const char *auth_mechanism_name(enum auth_mechanism mechanism);

@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "compat.h"
+
 enum log_level {
 	LOG_LEVEL_ERROR,
 	LOG_LEVEL_WARNING,
@@ -18,10 +20,10 @@ void log_init(const char *progname, enum log_level level);
 void log_set_level(enum log_level level);
 int log_level_parse(const char *text, enum log_level *level);
 
-void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_error(const char *fmt, ...) RELAYQ_PRINTF(1, 2);
+void log_warning(const char *fmt, ...) RELAYQ_PRINTF(1, 2);
+void log_info(const char *fmt, ...) RELAYQ_PRINTF(1, 2);
+void log_debug(const char *fmt, ...) RELAYQ_PRINTF(1, 2);
 int log_debug_enabled(void);
 
 /*
@@ -32,6 +34,6 @@ int log_debug_enabled(void);
 char *log_escape(const char *s, size_t len);
 
 /* Abort the program: only for broken invariants and start-up failures. */
-void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void fatal(const char *fmt, ...) RELAYQ_PRINTF(1, 2) __attribute__((noreturn));
 
 #endif

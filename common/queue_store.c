@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#ifndef _WIN32
+#include <sys/statvfs.h>
+#endif
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -26,9 +29,18 @@
 #define QUEUE_SCHEMA_VERSION 1
 
 /*
+ * Page cache per connection: 512 KiB instead of SQLite's 2 MiB. The hot
+ * pages are the index interior pages, and the kernel's page cache keeps
+ * the rest. With the default cache, relayqd's RSS grew by 2 MiB while it
+ * received or relayed one large message. With 512 KiB, bench/run measured
+ * 0.6 MiB and no change in throughput (docs/benchmarks.md).
+ */
+#define QUEUE_CACHE_PRAGMA "PRAGMA cache_size=-512"
+
+/*
  * Statements that run again and again, prepared once on first use and
  * kept until queue_store_close(). Every user resets its statement before
- * returning, so none holds a read transaction open between calls.
+ * returning, so no statement keeps a read transaction open between calls.
  */
 enum queue_stmt {
 	QUEUE_STMT_BEGIN,
@@ -54,16 +66,18 @@ enum queue_stmt {
 	QUEUE_STMT_RECIPIENT_UPDATE,
 	QUEUE_STMT_ATTEMPT_INSERT,
 	QUEUE_STMT_MESSAGE_FINISH,
+	QUEUE_STMT_CHECK_CHUNKS,
+	QUEUE_STMT_CHECK_RECIPIENTS,
 	QUEUE_STMT_COUNT,
 };
 
 /*
- * The columns of a claimed message. A due message is found as the head of
- * each state's range in the index message_by_state(state, next_attempt,
- * id), so finding it costs a few index lookups however long the queue is;
- * "ORDER BY id" over the whole due set would sort every due row instead.
- * The earliest due wins: a queued message is due since its next_attempt
- * (its creation time, or when it was released or retried), a deferred or
+ * The claim query. It takes the head of each state's range in the index
+ * message_by_state(state, next_attempt, id), so it costs a few index
+ * lookups however long the queue is. "ORDER BY id" over the whole due set
+ * would sort every due row on every claim instead. The message due the
+ * longest wins: a queued message is due since its next_attempt (its
+ * creation time, or when it was released or retried), and a deferred or
  * uncertain one since its next_attempt came.
  */
 #define QUEUE_CLAIM_COLUMNS \
@@ -105,9 +119,9 @@ static const char *const queue_stmt_sql[QUEUE_STMT_COUNT] = {
 	[QUEUE_STMT_CLAIM_UPDATE] = "UPDATE message SET state = 'sending' "
 	    "WHERE id = ?1",
 	/*
-	 * queued messages are due at once; the others when next_attempt has
-	 * come. One count per index range: with OR, SQLite collects and sorts
-	 * the rowids of both ranges before it counts them.
+	 * Queued messages are due at once, the others once next_attempt has
+	 * come. Each index range is counted on its own because with OR,
+	 * SQLite collects and sorts the rowids of all ranges before counting.
 	 */
 	[QUEUE_STMT_COUNT_DUE] =
 	    "SELECT (SELECT count(*) FROM message WHERE state = 'queued') + "
@@ -135,6 +149,13 @@ static const char *const queue_stmt_sql[QUEUE_STMT_COUNT] = {
 	    "last_error = ?4, final_reply = coalesce(?5, final_reply), "
 	    "sent_at = CASE WHEN ?2 = 'sent' THEN ?6 ELSE sent_at END "
 	    "WHERE id = ?1",
+	/* length() of a BLOB comes from the record header, so no body is read. */
+	[QUEUE_STMT_CHECK_CHUNKS] = "SELECT count(*), coalesce(min(seq), 0), "
+	    "coalesce(max(seq), -1), coalesce(sum(length(data)), 0), "
+	    "coalesce(sum(typeof(data) <> 'blob'), 0) FROM chunk WHERE message = ?1",
+	[QUEUE_STMT_CHECK_RECIPIENTS] = "SELECT count(*), "
+	    "coalesce(sum(address IS NULL OR address = ''), 0) FROM recipient "
+	    "WHERE message = ?1",
 };
 
 struct queue_store {
@@ -238,13 +259,64 @@ rcpt_state_name(enum rcpt_state state)
 	return rcpt_state_names[state];
 }
 
+/*
+ * What the file system of the queue says when writes fail: "read-only",
+ * "full" or NULL. SQLite reports a file system remounted read-only after
+ * an error, and a full disk found during a write, as a plain I/O error.
+ */
+static const char *
+queue_store_fs_problem(const struct queue_store *qs)
+{
+#ifndef _WIN32
+	struct statvfs st;
+	char *wal;
+	int fd;
+
+	if (statvfs(qs->path, &st) == 0) {
+		if (st.f_flag & ST_RDONLY)
+			return "read-only";
+		if (st.f_bavail == 0)
+			return "full";
+	}
+
+	/*
+	 * ext4's errors=remount-ro leaves the mount flags alone on recent
+	 * kernels, so ask for write access. The WAL file is the one to try:
+	 * closing a descriptor of the database file itself would drop
+	 * SQLite's POSIX locks on it.
+	 */
+	wal = xasprintf("%s-wal", qs->path);
+	fd = open(wal, O_WRONLY | O_CLOEXEC);
+	free(wal);
+	if (fd == -1 && errno == EROFS)
+		return "read-only";
+	if (fd != -1)
+		close(fd);
+#endif
+	return NULL;
+}
+
 /* Record the SQLite error of the last call and describe it with WHAT. */
 static int
 queue_store_fail(struct queue_store *qs, char **errstr, const char *what)
 {
 	int rc = sqlite3_extended_errcode(qs->db);
+	const char *problem;
 
 	qs->last_rc = rc;
+	switch (rc & 0xff) {
+	case SQLITE_IOERR:
+	case SQLITE_READONLY:
+	case SQLITE_CANTOPEN:
+		problem = queue_store_fs_problem(qs);
+		if (problem != NULL)
+			return set_error(errstr, "%s: the file system of the queue %s is "
+			    "%s; %s", what, qs->path, problem, strcmp(problem, "full") == 0 ?
+			    "free space there" : "check the disk and remount it read-write");
+		break;
+	default:
+		break;
+	}
 	switch (rc & 0xff) {
 	case SQLITE_FULL:
 		return set_error(errstr, "%s: disk full on the queue %s; free space there",
@@ -257,6 +329,12 @@ queue_store_fail(struct queue_store *qs, char **errstr, const char *what)
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
 		return set_error(errstr, "%s: queue %s is busy; try again", what, qs->path);
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return set_error(errstr, "%s: queue %s is damaged or not a database (%s); "
+		    "relayq leaves it untouched: restore it from a backup, or move it and "
+		    "its -wal and -shm files aside to start with an empty queue", what,
+		    qs->path, sqlite3_errmsg(qs->db));
 	case SQLITE_IOERR:
 		if (rc == SQLITE_IOERR_WRITE || rc == SQLITE_IOERR_FSYNC)
 			return set_error(errstr, "%s: write error on the queue %s (%s); check "
@@ -380,6 +458,37 @@ queue_store_check_version(struct queue_store *qs, char **errstr)
 	return 0;
 }
 
+/*
+ * Look at an existing database before anything writes to it: refuse a
+ * file that is not a database, a database of another program and one of
+ * another schema version. An empty database passes, for
+ * queue_store_migrate() to fill.
+ */
+static int
+queue_store_check_existing(struct queue_store *qs, char **errstr)
+{
+	sqlite3_stmt *stmt = NULL;
+	int tables = 0, meta = 0, rc;
+
+	rc = sqlite3_prepare_v2(qs->db, "SELECT count(*), coalesce(sum(name = "
+	    "'meta'), 0) FROM sqlite_master WHERE type = 'table'", -1, &stmt, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		tables = sqlite3_column_int(stmt, 0);
+		meta = sqlite3_column_int(stmt, 1);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_OK)
+		return queue_store_fail(qs, errstr, "cannot read the queue");
+	if (tables == 0)
+		return 0;
+	if (meta == 0)
+		return set_error(errstr, "%s is an SQLite database but not a relayq "
+		    "queue; relayq leaves it untouched: set queue.path to another "
+		    "file", qs->path);
+	return queue_store_check_version(qs, errstr);
+}
+
 int
 queue_store_open(const char *path, int flags, struct queue_store **out,
     char **errstr)
@@ -413,12 +522,16 @@ queue_store_open(const char *path, int flags, struct queue_store **out,
 	}
 	sqlite3_extended_result_codes(qs->db, 1);
 	sqlite3_busy_timeout(qs->db, 5000);
+	if (queue_store_check_existing(qs, errstr) == -1)
+		goto fail;
 
 	if (!(flags & QUEUE_STORE_READONLY)) {
 		if (queue_store_exec(qs, "PRAGMA journal_mode=WAL", errstr) == -1 ||
 		    queue_store_exec(qs, "PRAGMA synchronous=NORMAL", errstr) == -1)
 			goto fail;
 	}
+	if (queue_store_exec(qs, QUEUE_CACHE_PRAGMA, errstr) == -1)
+		goto fail;
 	if ((flags & QUEUE_STORE_CREATE) && queue_store_migrate(qs, errstr) == -1)
 		goto fail;
 	if (queue_store_check_version(qs, errstr) == -1)
@@ -708,7 +821,9 @@ queue_store_load_recipients(struct queue_store *qs, struct queue_message *msg,
 		r = &msg->rcpts[msg->rcpt_count++];
 		memset(r, 0, sizeof(*r));
 		r->idx = sqlite3_column_int(stmt, 0);
-		r->address = xstrdup((const char *)sqlite3_column_text(stmt, 1));
+		/* A damaged row may lack it; queue_store_message_check() reports that. */
+		r->address = sqlite3_column_type(stmt, 1) != SQLITE_NULL ?
+		    xstrdup((const char *)sqlite3_column_text(stmt, 1)) : xstrdup("");
 		r->state = RCPT_PENDING;
 	}
 	if (rc != SQLITE_DONE)
@@ -743,9 +858,11 @@ queue_message_from_row(sqlite3_stmt *stmt)
 {
 	struct queue_message *msg = xcalloc(1, sizeof(*msg));
 	const char *message_id = (const char *)sqlite3_column_text(stmt, 2);
+	const char *sender = (const char *)sqlite3_column_text(stmt, 1);
 
 	msg->id = sqlite3_column_int64(stmt, 0);
-	msg->sender = xstrdup((const char *)sqlite3_column_text(stmt, 1));
+	/* NULL only in a damaged row; queue_store_message_check() reports it. */
+	msg->sender = sender != NULL ? xstrdup(sender) : NULL;
 	msg->message_id = message_id != NULL ? xstrdup(message_id) : NULL;
 	msg->size = (uint64_t)sqlite3_column_int64(stmt, 3);
 	msg->created = sqlite3_column_int64(stmt, 4);
@@ -898,6 +1015,63 @@ queue_store_chunk_read(struct queue_store *qs, int64_t id, int seq,
 	}
 	sqlite3_reset(stmt);
 	return rc;
+}
+
+/* Read the aggregate columns of the one-row check statement WHICH for message ID into VALUES. */
+static int
+queue_store_check_row(struct queue_store *qs, enum queue_stmt which, int64_t id,
+    int64_t *values, int count, char **errstr)
+{
+	sqlite3_stmt *stmt;
+	int rc = -1, i;
+
+	stmt = queue_store_stmt(qs, which, errstr);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, id);
+	if (sqlite3_step(stmt) == SQLITE_ROW) {
+		for (i = 0; i < count; i++)
+			values[i] = sqlite3_column_int64(stmt, i);
+		rc = 0;
+	} else {
+		queue_store_fail(qs, errstr, "cannot check a message");
+	}
+	sqlite3_reset(stmt);
+	return rc;
+}
+
+int
+queue_store_message_check(struct queue_store *qs, const struct queue_message *msg,
+    char **reason, char **errstr)
+{
+	int64_t chunks[5], rcpts[2];	/* see the CHECK statements for the columns */
+
+	*reason = NULL;
+	if (queue_store_check_row(qs, QUEUE_STMT_CHECK_CHUNKS, msg->id, chunks, 5,
+	    errstr) == -1 ||
+	    queue_store_check_row(qs, QUEUE_STMT_CHECK_RECIPIENTS, msg->id, rcpts, 2,
+	    errstr) == -1)
+		return -1;
+
+	if (msg->sender == NULL)
+		*reason = xstrdup("the sender is missing");
+	else if (rcpts[0] == 0)
+		*reason = xstrdup("the message has no recipients");
+	else if (rcpts[1] > 0)
+		*reason = xasprintf("%lld recipient address(es) missing",
+		    (long long)rcpts[1]);
+	else if (chunks[4] > 0)
+		*reason = xasprintf("%lld body chunk(s) are not binary data",
+		    (long long)chunks[4]);
+	else if (chunks[0] > 0 && (chunks[1] != 0 || chunks[2] != chunks[0] - 1))
+		*reason = xasprintf("body chunks are missing: %lld stored, numbered "
+		    "%lld to %lld", (long long)chunks[0], (long long)chunks[1],
+		    (long long)chunks[2]);
+	else if ((uint64_t)chunks[3] != msg->size)
+		*reason = xasprintf("the body has %lld bytes in %lld chunk(s), the "
+		    "message was accepted with %llu", (long long)chunks[3],
+		    (long long)chunks[0], (unsigned long long)msg->size);
+	return *reason != NULL ? 1 : 0;
 }
 
 static int

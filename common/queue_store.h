@@ -129,7 +129,7 @@ struct queue_recipient {
 /* A message claimed for delivery: state "sending", pending recipients only. */
 struct queue_message {
 	int64_t id;
-	char *sender;
+	char *sender;		/* NULL only in a damaged row */
 	char *message_id;
 	uint64_t size;
 	int64_t created;
@@ -168,6 +168,15 @@ int queue_store_next_due(struct queue_store *qs, bool include_uncertain,
  */
 int queue_store_chunk_read(struct queue_store *qs, int64_t id, int seq,
     struct evbuffer *out, char **errstr);
+
+/*
+ * Check that the stored parts of claimed message MSG are whole: a sender,
+ * recipients with addresses, and body chunks numbered from 0 without a
+ * gap whose sizes add up to the size accepted. Returns 0 when they are,
+ * 1 with a description in *REASON when not, -1 on error.
+ */
+int queue_store_message_check(struct queue_store *qs,
+    const struct queue_message *msg, char **reason, char **errstr);
 
 /* One delivery attempt, as recorded in the "attempt" table. */
 struct queue_attempt {

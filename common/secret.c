@@ -234,13 +234,21 @@ secret_cache_seconds(int64_t lifetime)
 }
 
 #ifdef _WIN32
-/* NOTE: password_command needs fork() and /bin/sh, so it is not available on Windows yet. */
+/* On Windows STATUS is the exit code of cmd.exe, which is the command's. */
 int
 secret_command_status(int status, char **errstr)
 {
-	(void)status;
-	return set_error(errstr, "smarthost.password_command is not supported on "
-	    "Windows; use password_file or password_env");
+	if (status == 0)
+		return 0;
+	return set_error(errstr, "smarthost.password_command exited with "
+	    "status %d", status);
+}
+
+static int
+secret_command_unsupported(char **errstr)
+{
+	return set_error(errstr, "cannot run smarthost.password_command: "
+	    "Windows has no fork(); relayqd runs it with compat_run_command()");
 }
 
 void
@@ -257,20 +265,27 @@ secret_command_spawn(const char *command, bool show_stderr, pid_t *pid,
 	(void)show_stderr;
 	(void)pid;
 	(void)fd;
-	return secret_command_status(0, errstr);
+	return secret_command_unsupported(errstr);
 }
 
 int
 secret_run_command(const char *command, int timeout, bool show_stderr,
     char **secret, size_t *len, int64_t *lifetime, char **errstr)
 {
-	(void)command;
-	(void)timeout;
-	(void)show_stderr;
-	(void)secret;
-	(void)len;
-	(void)lifetime;
-	return secret_command_status(0, errstr);
+	size_t room = SECRET_MAX + 64, used = 0;
+	unsigned long status = 0;
+	char *out = xmalloc(room);
+	int rc;
+
+	if (compat_run_command(command, timeout, show_stderr, NULL, out, room - 1,
+	    &used, &status, errstr) == -1 ||
+	    secret_command_status((int)status, errstr) == -1) {
+		secret_free(out, room - 1);
+		return -1;
+	}
+	rc = secret_parse_command_output(out, used, secret, len, lifetime, errstr);
+	secret_free(out, room - 1);
+	return rc;
 }
 #else
 int

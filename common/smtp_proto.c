@@ -82,6 +82,12 @@ smtp_mail_parameter(const char *param, size_t len, struct smtp_path_command *out
 		out->smtputf8 = true;
 		return 0;
 	}
+	/*
+	 * AUTH=<mailbox> names who submitted the message (RFC 4954 section
+	 * 5). relayq does not pass it on, which the RFC allows.
+	 */
+	if (len > 5 && strncasecmp(param, "AUTH=", 5) == 0)
+		return 0;
 	return set_error(errstr, "555 5.5.4 Unsupported MAIL parameter");
 }
 

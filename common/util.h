@@ -6,16 +6,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "compat.h"
+
 void *xmalloc(size_t size);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *ptr, size_t size);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t len);
-char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+char *xasprintf(const char *fmt, ...) RELAYQ_PRINTF(1, 2);
+char *xvasprintf(const char *fmt, va_list ap) RELAYQ_PRINTF(1, 0);
 
 /* Store an allocated message in *ERRSTR (if ERRSTR is not NULL) and return -1. */
-int set_error(char **errstr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int set_error(char **errstr, const char *fmt, ...) RELAYQ_PRINTF(2, 3);
 
 /* Overwrite a buffer that held a secret, in a way the compiler keeps. */
 void secure_wipe(void *ptr, size_t len);

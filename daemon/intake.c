@@ -6,11 +6,11 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 
 #include <event2/event.h>
 
 #include "intake.h"
+#include "list.h"
 #include "log.h"
 #include "relayqd.h"
 #include "scheduler.h"

@@ -6,51 +6,89 @@
 #include <sys/types.h>
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
 #include <event2/listener.h>
 
+#include "compat.h"
 #include "listener.h"
 #include "log.h"
 #include "relayqd.h"
 #include "service.h"
 #include "smtp_server.h"
+#include "smtpd_policy.h"
 #include "util.h"
 
 /*
  * One listening socket. It keeps its own copy of the address text, because
  * a reload frees the config that named it while the socket stays open.
+ * A reload also replaces its policy; sessions keep the one they started with.
  */
 struct listener {
 	struct evconnlistener *evl;
 	struct sockaddr_storage addr;	/* bound address, for matching entries */
 	socklen_t addrlen;
 	char *text;			/* "127.0.0.1:25", for log lines */
+	uint64_t id;			/* stays the same across reloads */
+	struct smtpd_policy *policy;	/* allowed clients, TLS, AUTH and limits */
+	struct event *resume;		/* ends a pause after a failed accept() */
 };
+
+/* How long a listener stops accepting after accept() failed, such as at the descriptor limit. */
+#define LISTENER_PAUSE_MS 1000
 
 static struct listener **listeners;
 static size_t listener_count;
 static bool listener_activated;	/* the sockets came from socket activation */
+static uint64_t listener_next_id = 1;
 
 static void
 listener_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *addr, int addrlen, void *arg)
 {
-	smtp_server_accept(fd, addr, (socklen_t)addrlen);
+	struct listener *listener = arg;
+
+	smtp_server_accept(fd, addr, (socklen_t)addrlen, listener->policy);
 }
 
 static void
+listener_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *listener = arg;
+
+	evconnlistener_enable(listener->evl);
+}
+
+/*
+ * accept() failed with EMFILE, ENFILE, ENOBUFS or ENOMEM. The connection
+ * stays in the backlog and the socket stays readable, so listening on at
+ * once would spin on accept() and flood the log. Pause instead; sessions
+ * that end meanwhile give their descriptors back.
+ */
+static void
 listener_error(struct evconnlistener *l, void *arg)
 {
-	const struct listener *listener = arg;
+	struct listener *listener = arg;
+	struct timeval pause = { LISTENER_PAUSE_MS / 1000,
+	    (LISTENER_PAUSE_MS % 1000) * 1000 };
 	int err = EVUTIL_SOCKET_ERROR();
 
-	/* EMFILE and friends are passing conditions: log them and keep listening. */
-	log_error("event=accept_failed listen=%s error=\"%s\"", listener->text,
-	    evutil_socket_error_to_string(err));
+	if (listener->resume == NULL)
+		listener->resume = evtimer_new(relayqd.base, listener_resume, listener);
+	if (listener->resume == NULL) {
+		log_error("event=accept_failed listen=%s error=\"%s\"", listener->text,
+		    evutil_socket_error_to_string(err));
+		return;
+	}
+	log_error("event=accept_failed listen=%s error=\"%s\" sessions=%d "
+	    "note=\"not accepting for %d ms\"", listener->text,
+	    evutil_socket_error_to_string(err), smtp_server_sessions(),
+	    LISTENER_PAUSE_MS);
+	evconnlistener_disable(l);
+	evtimer_add(listener->resume, &pause);
 }
 
 static void
@@ -58,8 +96,11 @@ listener_free(struct listener *l)
 {
 	if (l == NULL)
 		return;
+	if (l->resume != NULL)
+		event_free(l->resume);
 	if (l->evl != NULL)
 		evconnlistener_free(l->evl);
+	smtpd_policy_free(l->policy);
 	free(l->text);
 	free(l);
 }
@@ -116,9 +157,10 @@ listener_find(const struct sockaddr_storage *ss)
 	return -1;
 }
 
-/* Bind and listen on ENTRY. Returns the new listener, or NULL with *ERRSTR. */
+/* Bind and listen on ENTRY of CONFIG. Returns the new listener, or NULL with *ERRSTR. */
 static struct listener *
-listener_open(const struct config_listen *entry, char **errstr)
+listener_open(struct config *config, const struct config_listen *entry,
+    char **errstr)
 {
 	struct listener *l = xcalloc(1, sizeof(*l));
 
@@ -126,7 +168,13 @@ listener_open(const struct config_listen *entry, char **errstr)
 		free(l);
 		return NULL;
 	}
+	l->id = listener_next_id++;
 	l->text = xstrdup(entry->text);
+	l->policy = smtpd_policy_new(config, entry, entry->text, l->id, errstr);
+	if (l->policy == NULL) {
+		listener_free(l);
+		return NULL;
+	}
 	l->evl = evconnlistener_new_bind(relayqd.base, listener_accept, l,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
 	    (struct sockaddr *)&l->addr, (int)l->addrlen);
@@ -222,6 +270,13 @@ listener_adopt(const int *fds, int count, char **errstr)
 		entry = listener_config_entry(relayqd.config, &l->addr);
 		l->text = entry != NULL ? xstrdup(entry->text) :
 		    listener_address_text(&l->addr, l->addrlen);
+		l->id = listener_next_id++;
+		l->policy = smtpd_policy_new(relayqd.config, entry, l->text, l->id,
+		    errstr);
+		if (l->policy == NULL) {
+			listener_free(l);
+			return -1;
+		}
 
 		/*
 		 * libevent accepts in a loop until accept() fails, so a blocking
@@ -278,7 +333,7 @@ listener_start(char **errstr)
 	}
 
 	for (i = 0; i < relayqd.config->listen_count; i++) {
-		l = listener_open(&relayqd.config->listen[i], errstr);
+		l = listener_open(relayqd.config, &relayqd.config->listen[i], errstr);
 		if (l == NULL) {
 			listener_stop();
 			return -1;
@@ -293,7 +348,7 @@ listener_start(char **errstr)
  * or -1) and open the entries that have none into OPENED[i].
  */
 static int
-listener_open_new(const struct config *config, ssize_t *match,
+listener_open_new(struct config *config, ssize_t *match,
     struct listener **opened, char **errstr)
 {
 	struct sockaddr_storage ss;
@@ -311,33 +366,95 @@ listener_open_new(const struct config *config, ssize_t *match,
 				match[i] = -1;
 		if (match[i] != -1)
 			continue;
-		opened[i] = listener_open(&config->listen[i], errstr);
+		opened[i] = listener_open(config, &config->listen[i], errstr);
 		if (opened[i] == NULL)
 			return -1;
 	}
 	return 0;
 }
 
-int
-listener_reconfigure(const struct config *config, char **errstr)
+/*
+ * Build from CONFIG the policy of each entry that keeps its open listener
+ * (MATCH[i] is not -1) into POLICIES[i]. Returns -1 with *ERRSTR at the
+ * first that fails, such as a certificate that cannot be loaded.
+ */
+static int
+listener_new_policies(struct config *config, const ssize_t *match,
+    struct smtpd_policy **policies, char **errstr)
 {
+	size_t i;
+
+	for (i = 0; i < config->listen_count; i++) {
+		if (match[i] == -1)
+			continue;
+		policies[i] = smtpd_policy_new(config, &config->listen[i],
+		    config->listen[i].text, listeners[match[i]]->id, errstr);
+		if (policies[i] == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+/* With socket activation the sockets stay; only their policies follow CONFIG. */
+static int
+listener_reconfigure_activated(struct config *config, char **errstr)
+{
+	struct smtpd_policy **policies;
+	const struct config_listen *entry;
+	size_t i;
+
+	policies = xcalloc(listener_count, sizeof(*policies));
+	for (i = 0; i < listener_count; i++) {
+		entry = listener_config_entry(config, &listeners[i]->addr);
+		policies[i] = smtpd_policy_new(config, entry, listeners[i]->text,
+		    listeners[i]->id, errstr);
+		if (policies[i] == NULL)
+			break;
+	}
+	if (i < listener_count) {
+		for (i = 0; i < listener_count; i++)
+			smtpd_policy_free(policies[i]);
+		free(policies);
+		return -1;
+	}
+
+	for (i = 0; i < listener_count; i++) {
+		smtpd_policy_free(listeners[i]->policy);
+		listeners[i]->policy = policies[i];
+	}
+	free(policies);
+	listener_warn_unserved(config);
+	return 0;
+}
+
+int
+listener_reconfigure(struct config *config, char **errstr)
+{
+	struct smtpd_policy **policies;
 	struct listener **next;
 	ssize_t *match;
 	size_t i;
 	int rc;
 
-	if (listener_activated) {
-		listener_warn_unserved(config);
-		return 0;
-	}
+	if (listener_activated)
+		return listener_reconfigure_activated(config, errstr);
 
-	/* Open the new addresses first, so a failure leaves every listener as it was. */
+	/*
+	 * Open the new addresses and load every certificate and users file
+	 * first, so a failure leaves every listener as it was.
+	 */
 	match = xcalloc(config->listen_count, sizeof(*match));
 	next = xcalloc(config->listen_count, sizeof(*next));
+	policies = xcalloc(config->listen_count, sizeof(*policies));
 	rc = listener_open_new(config, match, next, errstr);
+	if (rc == 0)
+		rc = listener_new_policies(config, match, policies, errstr);
 	if (rc == -1) {
-		for (i = 0; i < config->listen_count; i++)
+		for (i = 0; i < config->listen_count; i++) {
 			listener_free(next[i]);
+			smtpd_policy_free(policies[i]);
+		}
+		free(policies);
 		free(next);
 		free(match);
 		return -1;
@@ -350,7 +467,10 @@ listener_reconfigure(const struct config *config, char **errstr)
 		listeners[match[i]] = NULL;
 		free(next[i]->text);
 		next[i]->text = xstrdup(config->listen[i].text);
+		smtpd_policy_free(next[i]->policy);
+		next[i]->policy = policies[i];
 	}
+	free(policies);
 	for (i = 0; i < listener_count; i++) {
 		if (listeners[i] == NULL)
 			continue;

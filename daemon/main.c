@@ -8,13 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
 
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "compat.h"
 #include "config.h"
 #include "control_server.h"
+#include "exit_codes.h"
 #include "intake.h"
 #include "listener.h"
 #include "log.h"
@@ -198,8 +199,8 @@ relayqd_open_queue(char **errstr)
 	return 0;
 }
 
-int
-main(int argc, char **argv)
+static int
+relayqd_main(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "check-config", no_argument, NULL, 'C' },
@@ -214,6 +215,8 @@ main(int argc, char **argv)
 	int ch;
 
 	log_init("relayqd", LOG_LEVEL_INFO);
+	if (compat_init(&error) == -1)
+		fatal("%s", error);
 	while ((ch = getopt_long(argc, argv, "c:fh", options, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
@@ -253,7 +256,7 @@ main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(relayqd.config->log_level);
-	signal(SIGPIPE, SIG_IGN);
+	compat_ignore_sigpipe();
 
 	if (relayqd_open_queue(&error) == -1) {
 		log_error("event=start_failed error=\"%s\"", error);
@@ -271,10 +274,19 @@ main(int argc, char **argv)
 	 */
 	sigterm = evsignal_new(relayqd.base, SIGTERM, relayqd_signal, NULL);
 	sigint = evsignal_new(relayqd.base, SIGINT, relayqd_signal, NULL);
-	sighup = evsignal_new(relayqd.base, SIGHUP, relayqd_reload, NULL);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
+#ifdef SIGHUP
+	sighup = evsignal_new(relayqd.base, SIGHUP, relayqd_reload, NULL);
 	evsignal_add(sighup, NULL);
+#else
+	/* Windows has no SIGHUP; the service controller asks for a reload instead. */
+	sighup = event_new(relayqd.base, -1, 0, relayqd_reload, NULL);
+#endif
+	if (service_control_events(sigterm, sighup, &error) == -1) {
+		log_error("event=start_failed error=\"%s\"", error);
+		return EX_OSERR;
+	}
 
 	relayqd.dns = evdns_base_new(relayqd.base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
 	    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
@@ -347,4 +359,10 @@ main(int argc, char **argv)
 	log_info("event=stopped");
 	config_free(relayqd.config);
 	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	return service_main(argc, argv, relayqd_main);
 }

@@ -8,13 +8,13 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "list.h"
 #include "log.h"
 #include "password_command.h"
 #include "secret.h"

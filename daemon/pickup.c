@@ -21,13 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/queue.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "header.h"
+#include "list.h"
 #include "log.h"
 #include "pickup.h"
 #include "pickup_watch.h"
@@ -642,6 +642,11 @@ pickup_step(evutil_socket_t fd, short what, void *arg)
 	file = pickup.file;
 	if (result != PICKUP_MORE)
 		pickup.file = NULL;
+	/* Windows cannot remove or rename a file that is still open. */
+	if (result != PICKUP_MORE && file->fd != -1) {
+		close(file->fd);
+		file->fd = -1;
+	}
 	if (result == PICKUP_DONE && file->submit != NULL) {
 		pickup_accepted(file, id);
 		pickup.retry_delay = 0;

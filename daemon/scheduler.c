@@ -11,11 +11,11 @@
 #include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 
 #include <event2/event.h>
 
 #include "dsn.h"
+#include "list.h"
 #include "log.h"
 #include "password_command.h"
 #include "queue_admin.h"
@@ -33,6 +33,33 @@
  * scheduler from opening another one within max_connections.
  */
 #define SCHEDULER_STALL_MS 3000
+
+/*
+ * Pause (in ms) after the queue rejected a write, such as on a full disk
+ * or a read-only spool, before sessions start again; without it every
+ * session would connect, fail to claim a message and end, in a loop.
+ */
+#define SCHEDULER_STORE_RETRY_MS 5000
+
+/*
+ * The outcome of an attempt that the queue could not store. On disk the
+ * message stays "sending", which only a restart would undo, and a
+ * delivered message would go out again; so the outcome is kept here and
+ * stored before any new session starts.
+ */
+struct scheduler_unstored {
+	TAILQ_ENTRY(scheduler_unstored) entry;
+	struct queue_message *msg;
+	enum msg_state state;
+	int64_t next_attempt;
+	char *last_error;
+	char *final_reply;
+	char *host;
+	int64_t time;
+	int code;
+	char *status;
+	char *text;
+};
 
 struct scheduler_session {
 	LIST_ENTRY(scheduler_session) entry;
@@ -59,6 +86,8 @@ static struct {
 	struct event *wake_event;
 	struct event *timer;
 	bool stopping;
+	TAILQ_HEAD(, scheduler_unstored) unstored;
+	int64_t store_retry_at;		/* Unix ms; no session starts before */
 } sched;
 
 static bool
@@ -197,9 +226,77 @@ scheduler_notify(const struct queue_message *msg, const char *host)
 	}
 }
 
+/* Keep an outcome that the queue rejected, taking over MSG, and pause new sessions. */
+static void
+scheduler_stash(struct queue_message *msg, enum msg_state state,
+    int64_t next_attempt, const char *last_error, const char *final_reply,
+    const struct queue_attempt *attempt)
+{
+	struct scheduler_unstored *u = xcalloc(1, sizeof(*u));
+
+	u->msg = msg;
+	u->state = state;
+	u->next_attempt = next_attempt;
+	u->last_error = last_error != NULL ? xstrdup(last_error) : NULL;
+	u->final_reply = final_reply != NULL ? xstrdup(final_reply) : NULL;
+	u->host = xstrdup(attempt->host);
+	u->time = attempt->time;
+	u->code = attempt->code;
+	u->status = xstrdup(attempt->status);
+	u->text = xstrdup(attempt->text);
+	TAILQ_INSERT_TAIL(&sched.unstored, u, entry);
+	sched.store_retry_at = now_millis() + SCHEDULER_STORE_RETRY_MS;
+}
+
+static void
+scheduler_unstored_free(struct scheduler_unstored *u)
+{
+	queue_message_free(u->msg);
+	free(u->last_error);
+	free(u->final_reply);
+	free(u->host);
+	free(u->status);
+	free(u->text);
+	free(u);
+}
+
+/* Store the kept outcomes in order. Returns false when the queue still rejects writes. */
+static bool
+scheduler_store_unstored(void)
+{
+	struct scheduler_unstored *u;
+	struct queue_attempt attempt;
+	char *error = NULL;
+
+	while ((u = TAILQ_FIRST(&sched.unstored)) != NULL) {
+		attempt.time = u->time;
+		attempt.host = u->host;
+		attempt.code = u->code;
+		attempt.status = u->status;
+		attempt.text = u->text;
+		if (queue_store_finish(relayqd.store, u->msg, u->state,
+		    u->next_attempt, u->last_error, u->final_reply, &attempt,
+		    &error) == -1) {
+			log_warning("msg=%lld event=store_retry_failed error=\"%s\" "
+			    "next_try=+%ds", (long long)u->msg->id, error,
+			    SCHEDULER_STORE_RETRY_MS / 1000);
+			free(error);
+			return false;
+		}
+		log_info("msg=%lld event=stored_late state=%s host=%s",
+		    (long long)u->msg->id, msg_state_name(u->state), u->host);
+		if (u->state == MSG_SENT)
+			scheduler_note_relay(QUEUE_ADMIN_RELAY_OK, NULL);
+		scheduler_notify(u->msg, u->host);
+		TAILQ_REMOVE(&sched.unstored, u, entry);
+		scheduler_unstored_free(u);
+	}
+	return true;
+}
+
 /*
- * Store the result of one attempt on MSG and log it. REASON is the
- * one-line description (the reply or the local error).
+ * Store the result of one attempt on MSG, which this takes over, and log
+ * it. REASON is the one-line description (the reply or the local error).
  */
 static void
 scheduler_record(struct queue_message *msg, enum delivery_status status,
@@ -250,10 +347,13 @@ scheduler_record(struct queue_message *msg, enum delivery_status status,
 	attempt.text = attempt_text;
 	if (queue_store_finish(relayqd.store, msg, state, next, error, final_reply,
 	    &attempt, &store_error) == -1) {
-		/* The message stays "sending" on disk and is retried after a restart. */
-		log_error("msg=%lld event=store_failed error=\"%s\"", (long long)msg->id,
-		    store_error);
+		log_error("msg=%lld event=store_failed state=%s error=\"%s\" "
+		    "note=\"the outcome is kept in memory and stored when the "
+		    "queue accepts writes again\"", (long long)msg->id,
+		    msg_state_name(state), store_error);
 		free(store_error);
+		scheduler_stash(msg, state, next, error, final_reply, &attempt);
+		msg = NULL;
 		goto done;
 	}
 
@@ -277,6 +377,7 @@ scheduler_record(struct queue_message *msg, enum delivery_status status,
 	scheduler_notify(msg, host);
 
 done:
+	queue_message_free(msg);
 	free(attempt_text);
 	free(rcpt_error);
 	free(error);
@@ -309,16 +410,94 @@ scheduler_has_due(void)
 	return due > 0;
 }
 
+/*
+ * Set MSG aside when its queue entry is damaged (a missing sender,
+ * recipient or body chunk, or a body of the wrong size): state "held"
+ * with last_error "damaged: ...", so that it is never sent in part and
+ * the other messages keep flowing. Returns true when MSG was set aside
+ * and freed.
+ */
+static bool
+scheduler_set_aside_damaged(struct queue_message *msg, const char *host)
+{
+	struct queue_attempt attempt;
+	char *reason = NULL, *error = NULL, *text;
+	int64_t id = msg->id;
+	int rc;
+
+	rc = queue_store_message_check(relayqd.store, msg, &reason, &error);
+	if (rc == -1) {
+		/* Reading the body fails the same way, and that attempt is retried. */
+		log_error("msg=%lld event=check_failed error=\"%s\"", (long long)id,
+		    error);
+		free(error);
+		return false;
+	}
+	if (rc == 0)
+		return false;
+
+	text = xasprintf("damaged: %s", reason);
+	attempt.time = now_seconds();
+	attempt.host = host;
+	attempt.code = 0;
+	attempt.status = "";
+	attempt.text = text;
+	if (queue_store_finish(relayqd.store, msg, MSG_HELD, attempt.time, text,
+	    NULL, &attempt, &error) == -1) {
+		log_error("msg=%lld event=store_failed state=held error=\"%s\"",
+		    (long long)id, error);
+		free(error);
+		scheduler_stash(msg, MSG_HELD, attempt.time, text, NULL, &attempt);
+		msg = NULL;
+	}
+	log_error("msg=%lld event=set_aside state=held reason=\"%s\" note=\"the "
+	    "queue entry is damaged and is not sent; see relayq show %lld, then "
+	    "restore it from a backup or delete it\"", (long long)id, reason,
+	    (long long)id);
+	queue_message_free(msg);
+	free(reason);
+	free(text);
+	return true;
+}
+
+/*
+ * Claim the next due message for HOST, setting aside every damaged one
+ * on the way. Returns 1 with *OUT set, 0 when none is due, -1 when the
+ * queue failed, which pauses new sessions for SCHEDULER_STORE_RETRY_MS.
+ */
+static int
+scheduler_claim(const char *host, struct queue_message **out)
+{
+	char *error = NULL;
+	int rc;
+
+	for (;;) {
+		rc = queue_store_claim_due(relayqd.store, now_seconds(),
+		    scheduler_include_uncertain(), out, &error);
+		if (rc == -1) {
+			log_error("event=claim_failed error=\"%s\" next_try=+%ds",
+			    error, SCHEDULER_STORE_RETRY_MS / 1000);
+			free(error);
+			sched.store_retry_at = now_millis() + SCHEDULER_STORE_RETRY_MS;
+			return -1;
+		}
+		if (rc == 0 || !scheduler_set_aside_damaged(*out, host))
+			return rc;
+		*out = NULL;
+	}
+}
+
 static struct queue_message *
 scheduler_next_message(void *arg, struct smtp_client *client,
     int64_t *retry_ms)
 {
+	struct scheduler_session *s = scheduler_session_find(client);
 	struct queue_message *msg = NULL;
-	char *error = NULL;
 	int64_t wait;
 
 	if (sched.stopping || relayqd.stopping ||
-	    relay_policy_held(now_seconds(), NULL))
+	    relay_policy_held(now_seconds(), NULL) ||
+	    now_millis() < sched.store_retry_at)
 		return NULL;
 	wait = relay_policy_rate_wait(now_millis());
 	if (wait > 0) {
@@ -326,15 +505,9 @@ scheduler_next_message(void *arg, struct smtp_client *client,
 			*retry_ms = wait;
 		return NULL;
 	}
-	if (queue_store_claim_due(relayqd.store, now_seconds(),
-	    scheduler_include_uncertain(), &msg, &error) == -1) {
-		log_error("event=claim_failed error=\"%s\"", error);
-		free(error);
+	if (scheduler_claim(s != NULL ? s->host : "-", &msg) == -1)
 		return NULL;
-	}
 	if (msg != NULL) {
-		struct scheduler_session *s = scheduler_session_find(client);
-
 		if (s != NULL)
 			s->progress = now_millis();
 		relay_policy_rate_take(now_millis());
@@ -363,7 +536,6 @@ scheduler_message_done(void *arg, struct smtp_client *client,
 	scheduler_record(msg, result->status, host,
 	    result->reply.code != 0 ? &result->reply : NULL, reason);
 	free(reason);
-	queue_message_free(msg);
 }
 
 /*
@@ -376,21 +548,13 @@ scheduler_defer_due(const char *host, const struct smtp_reply *reply,
     const char *reason)
 {
 	struct queue_message *msg;
-	char *error = NULL;
 	int count = 0;
 
 	for (;;) {
-		if (queue_store_claim_due(relayqd.store, now_seconds(),
-		    scheduler_include_uncertain(), &msg, &error) == -1) {
-			log_error("event=claim_failed error=\"%s\"", error);
-			free(error);
-			break;
-		}
-		if (msg == NULL)
+		if (scheduler_claim(host, &msg) != 1)
 			break;
 		scheduler_set_all(msg, RCPT_PENDING, NULL, NULL);
 		scheduler_record(msg, DELIVERY_TEMPFAIL, host, reply, reason);
-		queue_message_free(msg);
 		count++;
 	}
 	if (count > 0)
@@ -415,13 +579,7 @@ scheduler_mark_held(const char *host, const struct smtp_reply *reply,
 
 	text = reply != NULL ? smtp_reply_text_line(reply) : xstrdup(reason);
 	for (;;) {
-		if (queue_store_claim_due(relayqd.store, now_seconds(),
-		    scheduler_include_uncertain(), &msg, &error) == -1) {
-			log_error("event=claim_failed error=\"%s\"", error);
-			free(error);
-			break;
-		}
-		if (msg == NULL)
+		if (scheduler_claim(host, &msg) != 1)
 			break;
 		scheduler_set_all(msg, RCPT_PENDING, NULL, NULL);
 		attempt.time = now_seconds();
@@ -435,6 +593,9 @@ scheduler_mark_held(const char *host, const struct smtp_reply *reply,
 			    (long long)msg->id, error);
 			free(error);
 			error = NULL;
+			scheduler_stash(msg, MSG_DEFERRED, until, reason, NULL,
+			    &attempt);
+			msg = NULL;
 		}
 		queue_message_free(msg);
 		count++;
@@ -659,6 +820,15 @@ scheduler_run(evutil_socket_t fd, short what, void *arg)
 
 	if (sched.stopping || relayqd.stopping)
 		return;
+	if (now_millis() < sched.store_retry_at) {
+		scheduler_arm_within(sched.store_retry_at - now_millis());
+		return;
+	}
+	if (!scheduler_store_unstored()) {
+		sched.store_retry_at = now_millis() + SCHEDULER_STORE_RETRY_MS;
+		scheduler_arm_within(SCHEDULER_STORE_RETRY_MS);
+		return;
+	}
 	if (relay_policy_held(now, &until)) {
 		tv.tv_sec = (time_t)(until - now);
 		evtimer_add(sched.timer, &tv);
@@ -685,8 +855,8 @@ scheduler_run(evutil_socket_t fd, short what, void *arg)
 	scheduler_arm_timer(now);
 	if (wait > 0 && due > 0 && sched.session_count == 0)
 		scheduler_arm_within(wait);
-	else if (wait == 0 && due > active && sched.session_count > 0)
-		/* Look again when a busy session may have stalled. */
+	else if (wait == 0 && due > 0 && sched.session_count > 0)
+		/* Look again later: a session that looks busy now may stall. */
 		scheduler_arm_within(SCHEDULER_STALL_MS);
 }
 
@@ -720,6 +890,7 @@ int
 scheduler_init(char **errstr)
 {
 	LIST_INIT(&sched.sessions);
+	TAILQ_INIT(&sched.unstored);
 	/* A readable password file is refused before any session starts. */
 	if (secret_check_config(&relayqd.config->smarthost, errstr) == -1)
 		return -1;
@@ -796,6 +967,17 @@ scheduler_sessions(void)
 void
 scheduler_free(void)
 {
+	struct scheduler_unstored *u;
+
+	/* A last try; what stays unstored is "sending" on disk, queued again at the next start. */
+	scheduler_store_unstored();
+	while ((u = TAILQ_FIRST(&sched.unstored)) != NULL) {
+		log_warning("msg=%lld event=outcome_lost state=%s note=\"the "
+		    "message is queued again at the next start\"",
+		    (long long)u->msg->id, msg_state_name(u->state));
+		TAILQ_REMOVE(&sched.unstored, u, entry);
+		scheduler_unstored_free(u);
+	}
 	if (sched.wake_event != NULL)
 		event_free(sched.wake_event);
 	if (sched.timer != NULL)

@@ -153,6 +153,21 @@ service_stopping(void)
 	service_notify_logged("STOPPING=1");
 }
 
+int
+service_main(int argc, char **argv, service_run_fn *run)
+{
+	return run(argc, argv);
+}
+
+int
+service_control_events(struct event *stop, struct event *reload, char **errstr)
+{
+	(void)stop;
+	(void)reload;
+	(void)errstr;
+	return 0;
+}
+
 /* --- Watchdog --- */
 
 static void

@@ -6,7 +6,19 @@
 #ifndef RELAYQ_SERVICE_H
 #define RELAYQ_SERVICE_H
 
+struct event;
 struct event_base;
+
+/* The daemon's own main(), which service_main() runs. */
+typedef int service_run_fn(int argc, char **argv);
+
+/*
+ * Run RUN(ARGC, ARGV) and return its exit status. On Windows,
+ * "relayqd install" and "relayqd uninstall" register and remove the
+ * service instead, and "relayqd --service ..." (the command line that
+ * install registers) runs RUN under the service control manager.
+ */
+int service_main(int argc, char **argv, service_run_fn *run);
 
 /*
  * Send STATE ("READY=1", several assignments separated by newlines) to
@@ -23,6 +35,17 @@ void service_reloading(void);
 
 /* The service is shutting down: STOPPING=1. */
 void service_stopping(void);
+
+/*
+ * Make the requests that are not signals activate STOP, the event that
+ * SIGTERM activates, or RELOAD, the one of SIGHUP. On Windows these are
+ * Ctrl+C, Ctrl+Break, closing the console, logoff and shutdown, and the
+ * service controller's stop, shutdown and parameter change. A no-op
+ * returning 0 on POSIX systems. Returns -1 with *ERRSTR when the
+ * handler cannot be installed.
+ */
+int service_control_events(struct event *stop, struct event *reload,
+    char **errstr);
 
 /*
  * Send WATCHDOG=1 at half of $WATCHDOG_USEC from the event loop, so a

@@ -203,6 +203,7 @@ struct smtp_client_txn {
 	struct evbuffer *chunk;
 	struct smtp_client_body body;
 	uint64_t body_octets;
+	uint64_t stored_octets;	/* body octets read from the queue */
 	bool pumping;		/* smtp_client_body_pump() is running */
 	bool body_queued;	/* the final dot is in the output buffer */
 	bool dot_sent;		/* the output buffer has drained after the final dot */
@@ -390,7 +391,7 @@ smtp_client_write_line(struct smtp_client *client, const char *line, size_t len)
 	bufferevent_write(client->bev, "\r\n", 2);
 }
 
-static void __attribute__((format(printf, 2, 3)))
+static void RELAYQ_PRINTF(2, 3)
 smtp_client_send(struct smtp_client *client, const char *fmt, ...)
 {
 	va_list ap;
@@ -431,7 +432,7 @@ smtp_client_reply_text(const struct smtp_reply *reply)
  * Record the session failure. The first one wins, because later ones are
  * usually its consequences. The caller then sends QUIT or drops.
  */
-static void __attribute__((format(printf, 4, 5)))
+static void RELAYQ_PRINTF(4, 5)
 smtp_client_fail(struct smtp_client *client, enum smtp_failure failure,
     const struct smtp_reply *reply, const char *fmt, ...)
 {
@@ -1096,7 +1097,7 @@ smtp_client_send_response(struct smtp_client *client, const char *prefix,
  * that stops the whole relay until it is fixed. Nothing is sent
  * unauthenticated: the session ends with QUIT before MAIL.
  */
-static void __attribute__((format(printf, 2, 3)))
+static void RELAYQ_PRINTF(2, 3)
 smtp_client_auth_stop(struct smtp_client *client, const char *fmt, ...)
 {
 	va_list ap;
@@ -1630,6 +1631,13 @@ smtp_client_body_pump(struct smtp_client *client)
 	while (!txn->body_queued && evbuffer_get_length(out) < QUEUE_CHUNK_SIZE) {
 		r = queue_store_chunk_read(client->qs, txn->msg->id,
 		    txn->chunk_seq, txn->chunk, &error);
+		/* A chunk lost since the check before MAIL would look like the end of the body. */
+		if (r == 0 && txn->stored_octets != txn->msg->size) {
+			error = xasprintf("the body ends after %" PRIu64 " of %"
+			    PRIu64 " bytes (chunk %d is missing)", txn->stored_octets,
+			    txn->msg->size, txn->chunk_seq);
+			r = -1;
+		}
 		if (r == -1) {
 			/* SMTP cannot cancel DATA, so only dropping the connection avoids a truncated delivery. */
 			reason = error != NULL ? error : "unknown error";
@@ -1651,6 +1659,7 @@ smtp_client_body_pump(struct smtp_client *client)
 			txn->body_queued = true;
 		} else {
 			txn->chunk_seq++;
+			txn->stored_octets += evbuffer_get_length(txn->chunk);
 			smtp_client_body_encode_buffer(&txn->body, txn->chunk, out);
 		}
 		txn->body_octets += evbuffer_get_length(out) - before;
@@ -2564,6 +2573,15 @@ smtp_client_read_cb(struct bufferevent *bev, void *arg)
 	enum smtp_reply_feed fed;
 	size_t eol_len = 0, len;
 	char *line, *escaped;
+
+	/*
+	 * Data means the connection is up, even before BEV_EVENT_CONNECTED:
+	 * libevent's select backend (Windows) runs a socket's read callback
+	 * before the write callback that reports the finished connect().
+	 * The late BEV_EVENT_CONNECTED is then ignored by smtp_client_event_cb().
+	 */
+	if (client->state == SMTP_CLIENT_CONNECT && client->bev == bev)
+		smtp_client_connected(client);
 
 	while (client->state != SMTP_CLIENT_CLOSED && client->bev == bev) {
 		input = bufferevent_get_input(bev);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Cross-build relayq for 64-bit Windows on Debian 12 and run its unit tests
+# Cross-build relayq for 64-bit Windows on Debian 12, and run its unit tests
+# and the Wine integration test (tests/integration/test_windows_wine.py)
 # under Wine.
 #
 # Debian ships no mingw-w64 builds of OpenSSL, libevent, libyaml or SQLite.
@@ -8,11 +9,12 @@
 # cached in a directory named after its version, so a run that finds all
 # four in the cache only configures and builds relayq.
 #
-# Usage: packaging/windows/build.sh [--deps-only] [--no-test] [--refresh]
-#                                   [--builddir DIR]
+# Usage: packaging/windows/build.sh [--deps-only] [--no-test] [--unit-only]
+#                                   [--refresh] [--builddir DIR]
 #
 #   --deps-only     build and check the dependencies, not relayq
 #   --no-test       run nothing under Wine
+#   --unit-only     run the unit tests under Wine, not the integration test
 #   --refresh       look up the source versions again, for example after a
 #                   fallback to an older version (see build_dependency)
 #   --builddir DIR  relayq's build directory (default: build-win)
@@ -35,13 +37,17 @@ build_dir=$repo_dir/build-win
 jobs=${JOBS:-2}
 deps_only=0
 run_tests=1
+run_integration=1
 refresh=0
 
 # Debian packages for the toolchain, the source downloads, the dependency
-# builds and Wine. Building the MSI from relayq.wxs also needs wixl.
+# builds, Wine and the integration test (pytest, aiosmtpd and PyYAML for
+# the harness, openssl for its certificates, swaks as the SMTP client).
+# Building the MSI from relayq.wxs also needs wixl.
 tool_packages=(
 	gcc-mingw-w64-x86-64 binutils-mingw-w64-x86-64 mingw-w64-x86-64-dev
 	wine wine64 cmake meson ninja-build pkg-config dpkg-dev make perl gcc tcl
+	python3-pytest python3-aiosmtpd python3-yaml openssl swaks
 )
 
 log() {
@@ -62,6 +68,7 @@ parse_args() {
 		case $1 in
 		--deps-only) deps_only=1 ;;
 		--no-test) run_tests=0 ;;
+		--unit-only) run_integration=0 ;;
 		--refresh) refresh=1 ;;
 		--builddir)
 			[ $# -ge 2 ] || die "--builddir requires a directory"
@@ -535,6 +542,19 @@ test_relayq() {
 	nice -n 19 meson test -C "$build_dir" --suite unit --print-errorlogs
 }
 
+# relayqd.exe relays mail from swaks to the fake smart host, and relayq.exe
+# reads the queue, all under Wine. The Linux build is not needed.
+test_relayq_wine() {
+	local start=$SECONDS
+
+	log "running tests/integration/test_windows_wine.py under Wine"
+	(cd "$repo_dir" && RELAYQ_WIN_BUILD="$build_dir" nice -n 19 \
+	    /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+	    tests/integration/test_windows_wine.py) ||
+	    die "the Wine integration test failed"
+	log "Wine integration test passed in $((SECONDS - start)) s"
+}
+
 main() {
 	local start=$SECONDS deps_file
 
@@ -560,6 +580,9 @@ main() {
 	build_relayq
 	if [ "$run_tests" -eq 1 ]; then
 		test_relayq
+	fi
+	if [ "$run_tests" -eq 1 ] && [ "$run_integration" -eq 1 ]; then
+		test_relayq_wine
 	fi
 }
 

@@ -1,7 +1,7 @@
 """Run bench/run --smoke so that the benchmark script keeps working.
 
-The smoke mode measures every workload at a tiny size; its figures mean
-nothing, so this test checks only that the run succeeds and that the
+The smoke mode measures every workload at a tiny size, and its figures
+mean nothing. These tests check only that the run succeeds and that the
 report has its tables.
 """
 

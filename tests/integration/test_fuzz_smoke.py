@@ -14,5 +14,6 @@ def test_fuzz_targets_run_clean():
     result = subprocess.run([str(ROOT / "tests/fuzz/run"), "5"], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    for target in ("smtp_data", "smtp_reply", "smtp_command", "address", "message", "config"):
+    for target in ("smtp_data", "smtp_reply", "smtp_command", "address", "message", "config",
+                   "header"):
         assert f"fuzz: {target} stat::number_of_executed_units" in result.stdout, result.stdout

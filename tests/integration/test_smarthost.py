@@ -659,7 +659,7 @@ def test_hung_session_others_flow(relayq, fake_smarthost):
     srv = fake_smarthost()
     srv.replies["ehlo"] = [HANG]
     config = srv.smarthost_config(max_connections=2)
-    config["timeouts"] = {"command": "5m", "session": "8s"}
+    config["timeouts"] = {"command": "5m", "session": "15s"}
     d = relayq.daemon(smarthost=config)
     d.start()
 
@@ -668,12 +668,13 @@ def test_hung_session_others_flow(relayq, fake_smarthost):
     time.sleep(0.5)
     others = [d.send(SENDER, [RCPT], message_bytes(f"flows {i}")) for i in range(3)]
     for msg_id in others:
-        d.wait_for_state(msg_id, "sent", timeout=6)
+        d.wait_for_state(msg_id, "sent", timeout=10)
 
     age = stats(d).get("oldest_queued_age")
     assert age is None or age >= 0
-    wait_log(d, r"the session deadline \(smarthost\.timeouts\.session: 8s\) passed while "
-                r"waiting for the reply to EHLO", timeout=15)
+    assert srv.connections[0].transactions == [], "the hung session delivered nothing"
+    wait_log(d, r"the session deadline \(smarthost\.timeouts\.session: 15s\) passed while "
+                r"waiting for the reply to EHLO", timeout=25)
     d.wait_for_state(stuck, "sent", timeout=20)
 
 

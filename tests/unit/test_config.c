@@ -17,6 +17,19 @@
 #include "check.h"
 #include "config.h"
 
+/* config.c's defaults, which are under %ProgramData% on Windows. */
+#ifdef _WIN32
+#define TEST_DEFAULT_QUEUE	"C:\\ProgramData\\relayq\\queue.db"
+#define TEST_DEFAULT_CONFIG	"C:\\ProgramData\\relayq\\relayq.yaml"
+/* The Windows C runtime cannot open a directory, and reports EACCES. */
+#define TEST_DIRECTORY_ERROR	"dir.yaml: cannot open: Permission denied. Make " \
+	"the file readable by the user that runs relayq"
+#else
+#define TEST_DEFAULT_QUEUE	"/var/lib/relayq/queue.db"
+#define TEST_DEFAULT_CONFIG	"/etc/relayq/relayq.yaml"
+#define TEST_DIRECTORY_ERROR	"dir.yaml: cannot read: Is a directory"
+#endif
+
 static char test_dir[PATH_MAX];
 
 static int
@@ -112,7 +125,7 @@ test_minimal_defaults(void)
 	sh = &cfg->smarthost;
 
 	CHECK_STR_EQ(cfg->path, "relayq.yaml");
-	CHECK_STR_EQ(cfg->queue_path, "/var/lib/relayq/queue.db");
+	CHECK_STR_EQ(cfg->queue_path, TEST_DEFAULT_QUEUE);
 	CHECK_UINT_EQ(cfg->listen_count, 1);
 	CHECK_STR_EQ(cfg->listen[0].host, "127.0.0.1");
 	CHECK_STR_EQ(cfg->listen[0].port, "25");
@@ -406,7 +419,7 @@ test_empty_values_keep_defaults(void)
 	CHECK_STR_EQ(errstr, NULL);
 	if (cfg == NULL)
 		return;
-	CHECK_STR_EQ(cfg->queue_path, "/var/lib/relayq/queue.db");
+	CHECK_STR_EQ(cfg->queue_path, TEST_DEFAULT_QUEUE);
 	CHECK_UINT_EQ(cfg->listen_count, 1);
 	CHECK_STR_EQ(cfg->pickup_path, NULL);
 	CHECK_INT_EQ(cfg->smarthost.port, 25);
@@ -683,8 +696,10 @@ static const struct error_case error_cases[] = {
 	{ "listen: []\nsmarthost: {host: a.example}\n",
 	  "relayq.yaml:1:9: listen: expected at least one address such as 127.0.0.1:25" },
 	{ "listen:\n  - {host: 127.0.0.1}\nsmarthost: {host: a.example}\n",
-	  "relayq.yaml:2:5: listen[0]: expected an address and port such as "
-	  "127.0.0.1:25, found a mapping" },
+	  "relayq.yaml:2:6: unknown key \"host\" in listen[0] (valid keys: address, "
+	  "allow, tls_cert, tls_key, starttls, auth, users_file, "
+	  "auth_plaintext_loopback, max_message_size, max_recipients, "
+	  "max_connections, max_connections_per_client, smtputf8)" },
 
 	/* YAML syntax and structure. */
 	{ "smarthost:\n\thost: a.example\n",
@@ -751,7 +766,7 @@ test_unreadable_files(void)
 	if (mkdir("dir.yaml", 0700) == -1 && errno != EEXIST)
 		perror("mkdir dir.yaml");
 	CHECK_INT_EQ(config_load("dir.yaml", &cfg, &errstr), -1);
-	CHECK_STR_EQ(errstr, "dir.yaml: cannot read: Is a directory");
+	CHECK_STR_EQ(errstr, TEST_DIRECTORY_ERROR);
 	free(errstr);
 }
 
@@ -761,9 +776,9 @@ test_default_path(void)
 	char *saved = getenv("RELAYQ_CONFIG") ? strdup(getenv("RELAYQ_CONFIG")) : NULL;
 
 	unsetenv("RELAYQ_CONFIG");
-	CHECK_STR_EQ(config_default_path(), "/etc/relayq/relayq.yaml");
+	CHECK_STR_EQ(config_default_path(), TEST_DEFAULT_CONFIG);
 	setenv("RELAYQ_CONFIG", "", 1);
-	CHECK_STR_EQ(config_default_path(), "/etc/relayq/relayq.yaml");
+	CHECK_STR_EQ(config_default_path(), TEST_DEFAULT_CONFIG);
 	setenv("RELAYQ_CONFIG", "/tmp/other.yaml", 1);
 	CHECK_STR_EQ(config_default_path(), "/tmp/other.yaml");
 
