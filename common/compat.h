@@ -1,6 +1,7 @@
 /*
  * Portability layer. On POSIX systems this header includes the socket
- * headers and defines RELAYQ_PRINTF; nothing else changes there.
+ * headers and defines RELAYQ_PRINTF and a few inline helpers; nothing
+ * else changes there.
  *
  * On Windows (mingw-w64) it includes Winsock and the CRT headers, and
  * maps the POSIX names that relayq uses onto Windows functions, so that
@@ -146,12 +147,12 @@ compat_socket_wait_writable(int fd, int timeout_ms)
 #include <unistd.h>
 
 /*
- * Start Winsock, switch stdin, stdout and stderr to binary mode (message
- * bodies must pass unchanged, without CRLF translation), make open() and
- * fopen() binary by default, enable libevent's locking, so that threads
- * may activate events in relayqd's loop, and initialise OpenSSL without
- * a configuration file. Call it first in main(), before any socket or
- * event base exists. Returns 0, or -1 with *ERRSTR.
+ * Start Winsock and initialise OpenSSL without a configuration file.
+ * Switch stdin, stdout and stderr to binary mode and make open() and
+ * fopen() binary by default, because message bodies must pass without
+ * CRLF translation. Enable libevent's locking, so that threads may
+ * activate events in relayqd's loop. Call it first in main(), before any
+ * socket or event base exists. Returns 0, or -1 with *ERRSTR.
  */
 int compat_init(char **errstr);
 
@@ -187,7 +188,7 @@ typedef long suseconds_t;
 typedef unsigned int uid_t;
 typedef unsigned int gid_t;
 
-/* Handles are not inherited unless asked for; _O_NOINHERIT says so for CRT descriptors. */
+/* _O_NOINHERIT keeps a CRT descriptor out of child processes, as O_CLOEXEC does. */
 #define O_CLOEXEC	_O_NOINHERIT
 #define O_NOCTTY	0
 #define O_NONBLOCK	0
@@ -197,7 +198,10 @@ typedef unsigned int gid_t;
 #define SOCK_CLOEXEC	0
 #define MSG_NOSIGNAL	0
 
-/* Windows has no symbolic links that stat() would follow differently for relayq's uses. */
+/*
+ * stat() follows symbolic links. relayq calls lstat() only to check
+ * whether a name is taken (pickup.c), where only a dangling link differs.
+ */
 #define lstat(path, st)	stat(path, st)
 
 #ifndef timegm
@@ -212,7 +216,7 @@ char *strndup(const char *s, size_t n);
 void *memmem(const void *haystack, size_t haystack_len, const void *needle,
     size_t needle_len);
 
-/* Random bytes from BCryptGenRandom(); FLAGS is ignored, and the call blocks never. */
+/* Random bytes from BCryptGenRandom(). FLAGS is ignored, and the call never blocks. */
 ssize_t getrandom(void *buf, size_t len, unsigned int flags);
 /* A random number in [0, 2^31), also from BCryptGenRandom(). */
 long random(void);
@@ -255,7 +259,7 @@ int setresgid(gid_t rgid, gid_t egid, gid_t sgid);
 wchar_t *compat_utf8_to_wide(const char *text);
 char *compat_wide_to_utf8(const wchar_t *text);
 
-/* The text of Windows error CODE (from GetLastError()), allocated, without a trailing newline. */
+/* The text of Windows error CODE (from GetLastError()), allocated, without its final period and line break. */
 char *compat_win32_strerror(unsigned long code);
 
 /*

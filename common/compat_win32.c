@@ -351,10 +351,10 @@ compat_win32_strerror(unsigned long code)
 	if (text == NULL)
 		return xasprintf("Windows error %lu", code);
 
-	/* FormatMessage ends the text with ".\r\n". */
+	/* FormatMessage ends the text with ".\r\n"; callers put it inside a sentence. */
 	len = strlen(text);
 	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' ||
-	    text[len - 1] == ' '))
+	    text[len - 1] == ' ' || text[len - 1] == '.'))
 		text[--len] = '\0';
 	return text;
 }

@@ -3,13 +3,14 @@
  * (\\.\pipe\relayq by default). libevent's Windows backend watches only
  * sockets, so one thread serves the pipe: it waits for a client, reads
  * one request line and writes one reply line. Requests only wake the
- * scheduler, which the thread asks the event loop to do through an event
- * (libevent's thread support is on, see compat_init()).
+ * scheduler: the thread activates an event, and the event loop runs the
+ * wake (libevent's thread support is on, see compat_init()).
  *
- * The pipe has a single instance, created with FILE_FLAG_FIRST_PIPE_INSTANCE
- * so that no other process can own the name first, rejects remote
- * clients, and its ACL allows only SYSTEM, Administrators and the account
- * relayqd runs as, which is the counterpart of the socket's mode 0600.
+ * The pipe has a single instance, created with
+ * FILE_FLAG_FIRST_PIPE_INSTANCE so that no other process can own the name
+ * first. It rejects remote clients. Its ACL allows only SYSTEM,
+ * Administrators and the account relayqd runs as, the counterpart of the
+ * socket's mode 0600.
  */
 #include "compat.h"
 

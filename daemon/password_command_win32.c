@@ -1,9 +1,9 @@
 /*
- * Running smarthost.password_command from the event loop on Windows. A
- * worker thread runs it with compat_run_command(), which blocks, and
- * activates an event in the loop when it ends; the loop then caches the
- * result and hands it to the waiting sessions. The output is a secret:
- * it is wiped after parsing and never logged.
+ * Running smarthost.password_command from the event loop on Windows.
+ * compat_run_command() blocks, so a worker thread runs it and activates
+ * an event in the loop when it ends. The loop then caches the result and
+ * hands it to the waiting sessions. The output is a secret: it is wiped
+ * after parsing and never logged.
  */
 #include "compat.h"
 

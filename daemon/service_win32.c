@@ -34,8 +34,8 @@
 	L"configured smart host, with a durable queue."
 
 /*
- * Time the SCM is told to allow for a start and for a stop, in
- * milliseconds. A stop lets sessions finish for up to 20 s (main.c).
+ * Wait hints for the SCM, in milliseconds: the time a start and a stop
+ * may take. A stop lets sessions finish for up to 20 s (main.c).
  */
 #define SERVICE_START_WAIT_HINT	30000
 #define SERVICE_STOP_WAIT_HINT	30000
@@ -234,29 +234,6 @@ service_control_handler(DWORD control, DWORD type, void *data, void *context)
 	}
 }
 
-static void WINAPI
-service_main_w(DWORD argc, wchar_t **argv)
-{
-	(void)argc;
-	(void)argv;
-	service_status_handle = RegisterServiceCtrlHandlerExW(SERVICE_NAME,
-	    service_control_handler, NULL);
-	if (service_status_handle == NULL) {
-		service_exit_code = EX_OSERR;
-		return;
-	}
-	service_report(SERVICE_START_PENDING, SERVICE_START_WAIT_HINT);
-
-	service_exit_code = service_run(service_argc, service_argv);
-
-	/* A status other than 0 shows as a service-specific error code in the SCM. */
-	if (service_exit_code != 0) {
-		service_status.dwWin32ExitCode = ERROR_SERVICE_SPECIFIC_ERROR;
-		service_status.dwServiceSpecificExitCode = (DWORD)service_exit_code;
-	}
-	service_report(SERVICE_STOPPED, 0);
-}
-
 /*
  * A service has no standard error, so under the SCM the log goes to
  * relayqd.log in the directory of the config file named by "-c FILE".
@@ -292,6 +269,30 @@ service_open_log(int argc, char **argv)
 	free(path);
 }
 
+static void WINAPI
+service_main_w(DWORD argc, wchar_t **argv)
+{
+	(void)argc;
+	(void)argv;
+	service_status_handle = RegisterServiceCtrlHandlerExW(SERVICE_NAME,
+	    service_control_handler, NULL);
+	if (service_status_handle == NULL) {
+		service_exit_code = EX_OSERR;
+		return;
+	}
+	service_report(SERVICE_START_PENDING, SERVICE_START_WAIT_HINT);
+	service_open_log(service_argc, service_argv);
+
+	service_exit_code = service_run(service_argc, service_argv);
+
+	/* A status other than 0 shows as a service-specific error code in the SCM. */
+	if (service_exit_code != 0) {
+		service_status.dwWin32ExitCode = ERROR_SERVICE_SPECIFIC_ERROR;
+		service_status.dwServiceSpecificExitCode = (DWORD)service_exit_code;
+	}
+	service_report(SERVICE_STOPPED, 0);
+}
+
 /* ARGV without its "--service" at index 1: the daemon's own options. */
 static int
 service_dispatch(int argc, char **argv)
@@ -308,7 +309,6 @@ service_dispatch(int argc, char **argv)
 	for (i = 2; i < argc; i++)
 		service_argv[i - 1] = argv[i];
 	service_argc = argc - 1;
-	service_open_log(service_argc, service_argv);
 
 	if (!StartServiceCtrlDispatcherW(table)) {
 		text = compat_win32_strerror(GetLastError());

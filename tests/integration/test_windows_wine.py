@@ -1,7 +1,7 @@
 """
 relayqd.exe and relayq.exe, cross-built for Windows, under Wine: a message
 submitted with swaks on Linux is relayed to the fake smart host with
-STARTTLS and AUTH, and relayq.exe sees it as sent. Also covers the control
+STARTTLS and AUTH, and relayq.exe reports it as sent. Also covers the control
 pipe, the pickup directory, password_command through cmd.exe, binary
 standard input and the Ctrl+C shutdown.
 
