@@ -555,6 +555,11 @@ queue_admin_stats_states(sqlite3 *db, struct queue_admin_stats *stats,
 	return rc;
 }
 
+/*
+ * Ids grow with arrival time, so the lowest id is the oldest message.
+ * The unary plus keeps SQLite from using the state index, which would
+ * sort every queued row; walking the rowid stops at the first match.
+ */
 static int
 queue_admin_stats_oldest(sqlite3 *db, struct queue_admin_stats *stats,
     char **errstr)
@@ -563,7 +568,7 @@ queue_admin_stats_oldest(sqlite3 *db, struct queue_admin_stats *stats,
 	int rc, step;
 
 	rc = queue_admin_prepare(db, "SELECT id, created FROM message "
-	    "WHERE state IN ('queued', 'deferred') ORDER BY created, id LIMIT 1",
+	    "WHERE +state IN ('queued', 'deferred') ORDER BY id LIMIT 1",
 	    &stmt, errstr);
 	if (rc != 0)
 		return rc;

@@ -260,9 +260,10 @@ rcpt_state_name(enum rcpt_state state)
 }
 
 /*
- * What the file system of the queue says when writes fail: "read-only",
- * "full" or NULL. SQLite reports a file system remounted read-only after
- * an error, and a full disk found during a write, as a plain I/O error.
+ * Find out from the file system why writes to the queue fail: returns
+ * "read-only", "full" or NULL. SQLite reports a file system remounted
+ * read-only after an error, and a full disk found during a write, as a
+ * plain I/O error.
  */
 static const char *
 queue_store_fs_problem(const struct queue_store *qs)

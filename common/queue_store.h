@@ -143,9 +143,10 @@ struct queue_message {
 void queue_message_free(struct queue_message *msg);
 
 /*
- * Claim the oldest due message (queued, or deferred/uncertain with
- * next_attempt <= NOW; uncertain only when INCLUDE_UNCERTAIN): set it
- * "sending" and load it. Returns 1 with *OUT set, 0 when none is due,
+ * Claim a due message (queued, or deferred/uncertain with next_attempt
+ * <= NOW; uncertain only when INCLUDE_UNCERTAIN), the one due longest
+ * first, which for mail never deferred is the oldest: set it "sending"
+ * and load it. Returns 1 with *OUT set, 0 when none is due,
  * -1 on error.
  */
 int queue_store_claim_due(struct queue_store *qs, int64_t now,

@@ -24,6 +24,10 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#ifndef _WIN32
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#endif
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -882,9 +886,17 @@ static void
 smtp_client_connected(struct smtp_client *client)
 {
 	char *where = smtp_client_addr_text(client);
+	int one = 1;
 
 	log_info("session=c%" PRIu64 " connected to %s", client->id, where);
 	free(where);
+
+	/*
+	 * Commands and the final dot are small writes that wait for a reply;
+	 * Nagle's algorithm would hold each one for up to 40 ms.
+	 */
+	setsockopt(bufferevent_getfd(client->bev), IPPROTO_TCP, TCP_NODELAY,
+	    (const char *)&one, sizeof(one));
 
 	if (client->endpoint->tls == TLS_MODE_IMPLICIT)
 		smtp_client_enter(client, SMTP_CLIENT_TLS_HANDSHAKE);

@@ -34,10 +34,11 @@ def smoke_report(tmp_path_factory):
         if not os.access(tool, os.X_OK):
             pytest.skip(f"{tool} is missing; run scripts/install-deps")
     output = tmp_path / "results.md"
+    # No --workdir under tmp_path: pytest makes its directories 0700, and
+    # smtp-sink and Postfix's daemons run as other users.
     result = subprocess.run(
         ["/usr/bin/python3", str(REPO / "bench" / "run"), "--smoke",
-         "--build", str(build_dir()), "--workdir", str(tmp_path),
-         "--output", str(output)],
+         "--build", str(build_dir()), "--output", str(output)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         errors="replace", timeout=SMOKE_TIMEOUT)
     assert result.returncode == 0, (
