@@ -249,6 +249,7 @@ relayqd_main(int argc, char **argv)
 
 	if (config_load(config_path, &relayqd.config, &error) == -1) {
 		fprintf(stderr, "relayqd: %s\n", error);
+		free(error);
 		return EX_CONFIG;
 	}
 	if (check_only) {
@@ -260,6 +261,7 @@ relayqd_main(int argc, char **argv)
 
 	if (relayqd_open_queue(&error) == -1) {
 		log_error("event=start_failed error=\"%s\"", error);
+		free(error);
 		return EX_UNAVAILABLE;
 	}
 
@@ -285,6 +287,7 @@ relayqd_main(int argc, char **argv)
 #endif
 	if (service_control_events(sigterm, sighup, &error) == -1) {
 		log_error("event=start_failed error=\"%s\"", error);
+		free(error);
 		return EX_OSERR;
 	}
 
@@ -301,14 +304,17 @@ relayqd_main(int argc, char **argv)
 		fatal("cannot create the intake events");
 	if (scheduler_init(&error) == -1) {
 		log_error("event=start_failed error=\"%s\"", error);
+		free(error);
 		return EX_CONFIG;
 	}
 	if (purge_start(&error) == -1) {
 		log_error("event=start_failed error=\"%s\"", error);
+		free(error);
 		return EX_UNAVAILABLE;
 	}
 	if (listener_start(&error) == -1) {
 		log_error("event=start_failed error=\"%s\"", error);
+		free(error);
 		return EX_UNAVAILABLE;
 	}
 
@@ -328,11 +334,13 @@ relayqd_main(int argc, char **argv)
 
 	if (control_server_start(&error) == -1) {
 		log_error("event=start_failed error=\"%s\"", error);
+		free(error);
 		return EX_UNAVAILABLE;
 	}
 	/* After the switch to the service user, which must own the directory it creates. */
 	if (pickup_start(&error) == -1) {
 		log_error("event=start_failed error=\"%s\"", error);
+		free(error);
 		return EX_UNAVAILABLE;
 	}
 

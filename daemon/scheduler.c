@@ -36,16 +36,16 @@
 
 /*
  * Pause (in ms) after the queue rejected a write, such as on a full disk
- * or a read-only spool, before sessions start again; without it every
+ * or a read-only spool, before sessions start again. Without it every
  * session would connect, fail to claim a message and end, in a loop.
  */
 #define SCHEDULER_STORE_RETRY_MS 5000
 
 /*
  * The outcome of an attempt that the queue could not store. On disk the
- * message stays "sending", which only a restart would undo, and a
- * delivered message would go out again; so the outcome is kept here and
- * stored before any new session starts.
+ * message stays "sending", which only a restart would undo, and after the
+ * restart a delivered message would go out again. So the outcome is kept
+ * here and stored before any new session starts.
  */
 struct scheduler_unstored {
 	TAILQ_ENTRY(scheduler_unstored) entry;
@@ -411,11 +411,11 @@ scheduler_has_due(void)
 }
 
 /*
- * Set MSG aside when its queue entry is damaged (a missing sender,
- * recipient or body chunk, or a body of the wrong size): state "held"
- * with last_error "damaged: ...", so that it is never sent in part and
- * the other messages keep flowing. Returns true when MSG was set aside
- * and freed.
+ * Set MSG aside when its queue entry is damaged, such as a missing
+ * sender, recipient or body chunk, or a body of the wrong size. It goes
+ * to state "held" with last_error "damaged: ...", so that no part of it
+ * is sent and the other messages keep flowing. Returns true when MSG was
+ * set aside and freed.
  */
 static bool
 scheduler_set_aside_damaged(struct queue_message *msg, const char *host)
