@@ -307,21 +307,6 @@ cmd_sendmail_bs_command(struct cmd_sendmail_bs *bs, const char *line)
 	}
 }
 
-/* True when LINE contains a control character other than tab. */
-static bool
-cmd_sendmail_bs_has_control(const char *line, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)line[i];
-
-		if ((c < 0x20 && c != '\t') || c == 0x7f)
-			return true;
-	}
-	return false;
-}
-
 /*
  * Handle the next buffered command line. Returns 1 when one was handled
  * (or skipped), 0 when more input is needed.
@@ -358,7 +343,7 @@ cmd_sendmail_bs_line(struct cmd_sendmail_bs *bs)
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
 	line[len] = '\0';
-	if (cmd_sendmail_bs_has_control(line, len))
+	if (smtp_command_has_control(line, len))
 		cmd_sendmail_bs_error(bs, "500 5.5.2 Invalid character in command");
 	else
 		cmd_sendmail_bs_command(bs, line);

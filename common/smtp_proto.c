@@ -51,6 +51,20 @@ smtp_command_parse(const char *line, struct smtp_command *cmd)
 	}
 }
 
+bool
+smtp_command_has_control(const char *line, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)line[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return true;
+	}
+	return false;
+}
+
 void
 smtp_path_command_clear(struct smtp_path_command *cmd)
 {

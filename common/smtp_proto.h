@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Longest command line accepted, CRLF included; RFC 5321 4.5.3.1.4 asks for 512 at least. */
+/* Maximum command line accepted, CRLF included; RFC 5321 4.5.3.1.4 requires at least 512. */
 #define SMTP_COMMAND_LINE_MAX 2048
 /* Longest reply line accepted from a server, CRLF included. */
 #define SMTP_REPLY_LINE_MAX 4096
@@ -53,6 +53,12 @@ struct smtp_path_command {
 void smtp_command_parse(const char *line, struct smtp_command *cmd);
 
 /*
+ * True when the command LINE (LEN bytes, CRLF removed) contains a control
+ * character other than tab, which no SMTP command may carry.
+ */
+bool smtp_command_has_control(const char *line, size_t len);
+
+/*
  * Parse the argument of MAIL ("FROM:<a@b> SIZE=10") or RCPT ("TO:<a@b>").
  * IS_MAIL selects which. Returns 0, or -1 with an SMTP reply text
  * ("501 5.1.7 Bad sender address syntax") in *ERRSTR.
@@ -68,7 +74,7 @@ struct smtp_reply {
 	char *text;		/* lines joined with "\n", status stripped; allocated */
 };
 
-/* Incremental reply parser: feed it lines until it says the reply is complete. */
+/* Incremental reply parser: feed it lines until it returns SMTP_REPLY_DONE. */
 struct smtp_reply_parser {
 	int code;
 	size_t lines;

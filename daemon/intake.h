@@ -12,8 +12,8 @@
 
 /*
  * Called once the commit is over. ERROR is NULL when the message is on
- * disk; otherwise it describes the failure and SPACE is true for a full
- * disk or read-only spool (reply 452 rather than 451).
+ * disk. Otherwise it describes the failure, and SPACE is true for a full
+ * disk or a read-only spool, which gets reply 452 rather than 451.
  */
 typedef void (*intake_done_cb)(void *arg, int64_t id, const char *error, int space);
 

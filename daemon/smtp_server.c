@@ -1009,21 +1009,6 @@ smtp_server_command(struct smtp_session *s, char *line)
 	}
 }
 
-/* True when LINE (LEN bytes, CRLF removed) holds a control character other than tab. */
-static bool
-smtp_line_has_control(const char *line, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)line[i];
-
-		if ((c < 0x20 && c != '\t') || c == 0x7f)
-			return true;
-	}
-	return false;
-}
-
 /* Reject an over-long line; inside an AUTH exchange that ends the exchange. */
 static int
 smtp_server_line_too_long(struct smtp_session *s)
@@ -1039,7 +1024,7 @@ smtp_server_line(struct smtp_session *s, char *line, size_t len)
 {
 	if (s->state == SMTP_SERVER_AUTH) {
 		smtp_auth_line(s, line);
-	} else if (smtp_line_has_control(line, len)) {
+	} else if (smtp_command_has_control(line, len)) {
 		smtp_session_error(s, "500 5.5.2 Invalid character in command");
 	} else {
 		smtp_server_command(s, line);
