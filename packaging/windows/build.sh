@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-build relayq for 64-bit Windows on Debian 12, and run its unit tests
-# and the Wine integration test (tests/integration/test_windows_wine.py)
+# and the Wine integration tests (tests/integration/test_windows_*.py)
 # under Wine.
 #
 # Debian ships no mingw-w64 builds of OpenSSL, libevent, libyaml or SQLite.
@@ -547,10 +547,10 @@ test_relayq() {
 test_relayq_wine() {
 	local start=$SECONDS
 
-	log "running tests/integration/test_windows_wine.py under Wine"
+	log "running tests/integration/test_windows_*.py under Wine"
 	(cd "$repo_dir" && RELAYQ_WIN_BUILD="$build_dir" nice -n 19 \
 	    /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-	    tests/integration/test_windows_wine.py) ||
+	    tests/integration/test_windows_*.py) ||
 	    die "the Wine integration test failed"
 	log "Wine integration test passed in $((SECONDS - start)) s"
 }
