@@ -9,6 +9,14 @@
  * covers the whole WAL file, so rows written earlier without a sync (body
  * chunks) reach the disk with it. SQLite reads the level when a
  * transaction starts, so it is set before BEGIN.
+ *
+ * A process that syncs the WAL file itself can defer the sync:
+ * queue_store_defer_sync() makes durable transactions commit like the
+ * others, and the caller runs fdatasync() on the WAL before it
+ * acknowledges anything (relayqd does so in daemon/disk_sync.c). Every
+ * commit reaches the WAL file with write() before COMMIT returns, and a
+ * checkpoint syncs the WAL before it copies pages into the database, so
+ * one fdatasync() of the WAL file covers every commit made before it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -163,6 +171,7 @@ struct queue_store {
 	char *path;
 	int depth;		/* open explicit transactions (0 or 1) */
 	bool sync_full;		/* synchronous=FULL is in effect, for a durable transaction */
+	bool defer_sync;	/* the caller syncs the WAL for durable transactions */
 	int last_rc;		/* extended code of the last failure */
 	sqlite3_stmt *stmts[QUEUE_STMT_COUNT];
 };
@@ -547,6 +556,18 @@ fail:
 }
 
 void
+queue_store_defer_sync(struct queue_store *qs, bool defer)
+{
+	qs->defer_sync = defer;
+}
+
+char *
+queue_store_wal_path(const struct queue_store *qs)
+{
+	return xasprintf("%s-wal", qs->path);
+}
+
+void
 queue_store_close(struct queue_store *qs)
 {
 	size_t i;
@@ -599,7 +620,7 @@ queue_store_begin(struct queue_store *qs, bool durable, char **errstr)
 {
 	if (qs->depth > 0)
 		return set_error(errstr, "internal error: nested queue transaction");
-	if (durable && queue_store_set_sync(qs, true, errstr) == -1)
+	if (durable && !qs->defer_sync && queue_store_set_sync(qs, true, errstr) == -1)
 		return -1;
 	if (queue_store_run(qs, QUEUE_STMT_BEGIN, errstr) == -1) {
 		queue_store_set_sync(qs, false, NULL);

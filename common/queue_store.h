@@ -82,6 +82,17 @@ int queue_store_begin(struct queue_store *qs, bool durable, char **errstr);
 int queue_store_commit(struct queue_store *qs, char **errstr);
 void queue_store_rollback(struct queue_store *qs);
 
+/*
+ * With DEFER, a durable transaction commits without a sync, like any
+ * other, and the caller must sync the WAL file (queue_store_wal_path())
+ * before it treats the commit as durable. One sync of the WAL file covers
+ * every commit made before it started.
+ */
+void queue_store_defer_sync(struct queue_store *qs, bool defer);
+
+/* The path of the database's WAL file, allocated. */
+char *queue_store_wal_path(const struct queue_store *qs);
+
 /* True when the last error was a full disk or a read-only file (reply 452, not 451). */
 bool queue_store_error_is_space(const struct queue_store *qs);
 

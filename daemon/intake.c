@@ -1,14 +1,16 @@
 /*
  * Group commit: requests gather during one event loop round and are
  * committed together by a callback that libevent runs after the round's
- * other ready events, so sessions whose data ended in the same round
- * share one sync.
+ * other ready events. The batch then waits for the WAL sync that
+ * disk_sync.c runs off the loop; batches committed while a sync runs share
+ * the next one.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/event.h>
 
+#include "disk_sync.h"
 #include "intake.h"
 #include "list.h"
 #include "log.h"
@@ -26,6 +28,11 @@ struct intake_request {
 };
 
 TAILQ_HEAD(intake_list, intake_request);
+
+/* A committed batch waiting for its sync. */
+struct intake_batch {
+	struct intake_list requests;
+};
 
 static struct intake_list intake_pending = TAILQ_HEAD_INITIALIZER(intake_pending);
 static struct event *intake_event;
@@ -55,37 +62,69 @@ intake_commit(struct intake_list *batch, char **errstr)
 	return queue_store_commit(relayqd.store, errstr);
 }
 
+/* Tell each session of BATCH its result, ERROR NULL meaning on disk. */
+static void
+intake_reply(struct intake_list *batch, const char *error, int space)
+{
+	struct intake_request *req;
+
+	while ((req = TAILQ_FIRST(batch)) != NULL) {
+		TAILQ_REMOVE(batch, req, entry);
+		if (req->cb != NULL)
+			req->cb(req->arg, req->id, error, space);
+		intake_request_free(req);
+	}
+}
+
+/*
+ * The sync of a committed batch ended. After a failed sync the messages
+ * stay queued, since they may be on disk or already delivered, but their
+ * clients hear 451 and send them again: a possible duplicate rather than
+ * a possible loss.
+ */
+static void
+intake_synced(void *arg, const char *error)
+{
+	struct intake_batch *b = arg;
+
+	if (error == NULL)
+		scheduler_wake();
+	intake_reply(&b->requests, error, 0);
+	free(b);
+}
+
 static void
 intake_run(evutil_socket_t fd, short what, void *arg)
 {
-	struct intake_list batch = TAILQ_HEAD_INITIALIZER(batch);
+	struct intake_batch *b;
 	struct intake_request *req;
 	char *error = NULL;
-	int space = 0, count = 0;
+	int space, count = 0;
 
-	TAILQ_CONCAT(&batch, &intake_pending, entry);
-	TAILQ_FOREACH(req, &batch, entry)
+	(void)fd;
+	(void)what;
+	(void)arg;
+	TAILQ_FOREACH(req, &intake_pending, entry)
 		count++;
 	if (count == 0)
 		return;
+	b = xcalloc(1, sizeof(*b));
+	TAILQ_INIT(&b->requests);
+	TAILQ_CONCAT(&b->requests, &intake_pending, entry);
 
-	if (intake_commit(&batch, &error) == -1) {
-		space = queue_store_error_is_space(relayqd.store);
-		log_error("event=commit_failed messages=%d error=\"%s\"", count, error);
-	} else {
+	if (intake_commit(&b->requests, &error) == 0) {
 		log_debug("event=group_commit messages=%d", count);
-		scheduler_wake();
+		disk_sync_after_commit(intake_synced, b);
+		return;
 	}
 
-	while ((req = TAILQ_FIRST(&batch)) != NULL) {
-		TAILQ_REMOVE(&batch, req, entry);
-		if (req->cb != NULL)
-			req->cb(req->arg, req->id, error, space);
-		if (error != NULL)
-			queue_store_message_delete(relayqd.store, req->id, NULL);
-		intake_request_free(req);
-	}
+	space = queue_store_error_is_space(relayqd.store);
+	log_error("event=commit_failed messages=%d error=\"%s\"", count, error);
+	TAILQ_FOREACH(req, &b->requests, entry)
+		queue_store_message_delete(relayqd.store, req->id, NULL);
+	intake_reply(&b->requests, error, space);
 	free(error);
+	free(b);
 }
 
 int
@@ -100,6 +139,7 @@ intake_shutdown(void)
 {
 	/* Commit whatever is still pending so no finished transfer is lost. */
 	intake_run(-1, 0, NULL);
+	disk_sync_stop();
 	if (intake_event != NULL)
 		event_free(intake_event);
 	intake_event = NULL;

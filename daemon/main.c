@@ -15,6 +15,7 @@
 #include "compat.h"
 #include "config.h"
 #include "control_server.h"
+#include "disk_sync.h"
 #include "exit_codes.h"
 #include "intake.h"
 #include "listener.h"
@@ -300,8 +301,9 @@ relayqd_main(int argc, char **argv)
 			fatal("cannot create the DNS resolver");
 	}
 
-	if (intake_init() == -1)
-		fatal("cannot create the intake events");
+	if (disk_sync_init(relayqd.base, relayqd.store, &error) == -1 ||
+	    intake_init() == -1)
+		fatal("cannot create the intake events: %s", error != NULL ? error : "out of memory");
 	if (scheduler_init(&error) == -1) {
 		log_error("event=start_failed error=\"%s\"", error);
 		free(error);

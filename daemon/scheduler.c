@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "disk_sync.h"
 #include "dsn.h"
 #include "list.h"
 #include "log.h"
@@ -248,6 +249,23 @@ scheduler_stash(struct queue_message *msg, enum msg_state state,
 	sched.store_retry_at = now_millis() + SCHEDULER_STORE_RETRY_MS;
 }
 
+/*
+ * Store a delivery result. Nobody waits for it to reach the disk, so the
+ * sync runs in the background (disk_sync.c); until then a power loss, but
+ * not a crash, could undo it and the message would be sent again.
+ */
+static int
+scheduler_finish(const struct queue_message *msg, enum msg_state state,
+    int64_t next_attempt, const char *last_error, const char *final_reply,
+    const struct queue_attempt *attempt, char **errstr)
+{
+	if (queue_store_finish(relayqd.store, msg, state, next_attempt,
+	    last_error, final_reply, attempt, errstr) == -1)
+		return -1;
+	disk_sync_request();
+	return 0;
+}
+
 static void
 scheduler_unstored_free(struct scheduler_unstored *u)
 {
@@ -274,7 +292,7 @@ scheduler_store_unstored(void)
 		attempt.code = u->code;
 		attempt.status = u->status;
 		attempt.text = u->text;
-		if (queue_store_finish(relayqd.store, u->msg, u->state,
+		if (scheduler_finish(u->msg, u->state,
 		    u->next_attempt, u->last_error, u->final_reply, &attempt,
 		    &error) == -1) {
 			log_warning("msg=%lld event=store_retry_failed error=\"%s\" "
@@ -345,7 +363,7 @@ scheduler_record(struct queue_message *msg, enum delivery_status status,
 	attempt.code = reply != NULL ? reply->code : 0;
 	attempt.status = reply != NULL ? reply->status : "";
 	attempt.text = attempt_text;
-	if (queue_store_finish(relayqd.store, msg, state, next, error, final_reply,
+	if (scheduler_finish(msg, state, next, error, final_reply,
 	    &attempt, &store_error) == -1) {
 		log_error("msg=%lld event=store_failed state=%s error=\"%s\" "
 		    "note=\"the outcome is kept in memory and stored when the "
@@ -442,7 +460,7 @@ scheduler_set_aside_damaged(struct queue_message *msg, const char *host)
 	attempt.code = 0;
 	attempt.status = "";
 	attempt.text = text;
-	if (queue_store_finish(relayqd.store, msg, MSG_HELD, attempt.time, text,
+	if (scheduler_finish(msg, MSG_HELD, attempt.time, text,
 	    NULL, &attempt, &error) == -1) {
 		log_error("msg=%lld event=store_failed state=held error=\"%s\"",
 		    (long long)id, error);
@@ -587,7 +605,7 @@ scheduler_mark_held(const char *host, const struct smtp_reply *reply,
 		attempt.code = reply != NULL ? reply->code : 0;
 		attempt.status = reply != NULL ? reply->status : "";
 		attempt.text = text;
-		if (queue_store_finish(relayqd.store, msg, MSG_DEFERRED, until,
+		if (scheduler_finish(msg, MSG_DEFERRED, until,
 		    reason, NULL, &attempt, &error) == -1) {
 			log_error("msg=%lld event=store_failed error=\"%s\"",
 			    (long long)msg->id, error);
