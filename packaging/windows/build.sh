@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Cross-build relayq for 64-bit Windows on Debian 12, and run its unit tests
-# and the Wine integration tests (tests/integration/test_windows_*.py)
-# under Wine.
+# Cross-build relayq for 64-bit Windows on Debian 12, package it as an MSI,
+# and run its unit tests and the Wine integration tests
+# (tests/integration/test_windows_*.py) under Wine.
 #
 # Debian ships no mingw-w64 builds of OpenSSL, libevent, libyaml or SQLite.
 # This script fetches Debian's source packages of the versions that the
@@ -42,12 +42,12 @@ refresh=0
 
 # Debian packages for the toolchain, the source downloads, the dependency
 # builds, Wine and the integration test (pytest, aiosmtpd and PyYAML for
-# the harness, openssl for its certificates, swaks as the SMTP client).
-# Building the MSI from relayq.wxs also needs wixl.
+# the harness, openssl for its certificates, swaks as the SMTP client), and
+# the MSI (wixl builds it from relayq.wxs, msitools' msibuild edits it).
 tool_packages=(
 	gcc-mingw-w64-x86-64 binutils-mingw-w64-x86-64 mingw-w64-x86-64-dev
 	wine wine64 cmake meson ninja-build pkg-config dpkg-dev make perl gcc tcl
-	python3-pytest python3-aiosmtpd python3-yaml openssl swaks
+	python3-pytest python3-aiosmtpd python3-yaml openssl swaks wixl msitools
 )
 
 log() {
@@ -537,6 +537,41 @@ build_relayq() {
 	log "relayq built in $((SECONDS - start)) s"
 }
 
+# Builds BUILD_DIR/relayq-VERSION-x64.msi from relayq.wxs, the two
+# programs and the example configuration, and links BUILD_DIR/relayq.msi
+# to it.
+build_msi() {
+	local version stage=msi-stage msi
+
+	version=$(meson introspect --projectinfo "$build_dir" |
+	    sed -n 's/.*"version": "\([^"]*\)".*/\1/p')
+	[ -n "$version" ] || die "cannot read the project version from $build_dir"
+	msi="relayq-$version-x64.msi"
+
+	# wixl 0.101 does not find files given by an absolute path, so it
+	# runs in the build directory with a relative BinDir.
+	rm -rf "${build_dir:?}/$stage"
+	mkdir "$build_dir/$stage"
+	cp "$build_dir/daemon/relayqd.exe" "$build_dir/cli/relayq.exe" \
+	    "$script_dir/relayq.yaml" "$build_dir/$stage/"
+	(cd "$build_dir" &&
+	    wixl -a x64 -D Version="$version" -D BinDir="$stage" -o "$msi.tmp" \
+	        "$script_dir/relayq.wxs") ||
+	    die "wixl failed to build the MSI"
+
+	# wixl 0.101 knows neither NeverOverwrite nor Permanent. Attributes
+	# 400 = 256 (64-bit) + 128 (not installed when relayq.yaml exists) +
+	# 16 (left in place by uninstall). See relayq.wxs.
+	msibuild "$build_dir/$msi.tmp" -q "UPDATE \`Component\` SET \`Attributes\` = 400 WHERE \`Component\` = 'config'" ||
+	    die "msibuild failed to set the attributes of the config component"
+	msiinfo export "$build_dir/$msi.tmp" Component | grep -q "^config	.*	400	" ||
+	    die "the config component of $msi lacks attributes 400"
+
+	mv "$build_dir/$msi.tmp" "$build_dir/$msi"
+	ln -sf "$msi" "$build_dir/relayq.msi"
+	log "built $build_dir/$msi"
+}
+
 test_relayq() {
 	log "running the unit tests under Wine ($WINEPREFIX)"
 	nice -n 19 meson test -C "$build_dir" --suite unit --print-errorlogs
@@ -578,6 +613,7 @@ main() {
 
 	meson_configure "$repo_dir" "$build_dir" "$deps_file"
 	build_relayq
+	build_msi
 	if [ "$run_tests" -eq 1 ]; then
 		test_relayq
 	fi
