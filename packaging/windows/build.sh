@@ -23,6 +23,7 @@
 #   RELAYQ_WIN_CACHE  cache directory
 #                     (default: ${XDG_CACHE_HOME:-$HOME/.cache}/relayq-win)
 #   JOBS              parallel compile jobs (default: 2)
+#   WINEPREFIX        Wine prefix for the tests (default: CACHE/wineprefix)
 set -euo pipefail
 
 # Revisions of the build recipes below. Bump one when its recipe changes, so
@@ -504,9 +505,11 @@ meson_configure() {
 }
 
 # Runs test programs through the cross file's exe_wrapper in a Wine prefix
-# kept in the cache, without Wine's Mono and Gecko installer prompts.
+# kept in the cache, or in $WINEPREFIX when that is set, without Wine's Mono
+# and Gecko installer prompts. The MSI test installs relayq into the prefix,
+# so concurrent runs need separate prefixes.
 setup_wine() {
-	export WINEPREFIX="$cache_dir/wineprefix"
+	export WINEPREFIX="${WINEPREFIX:-$cache_dir/wineprefix}"
 	export WINEDEBUG=-all
 	export WINEDLLOVERRIDES='mscoree,mshtml='
 }
