@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Cross-build relayq for 64-bit Windows on Debian 12, and run its unit tests
-# and the Wine integration tests (tests/integration/test_windows_*.py)
-# under Wine.
+# Cross-build relayq for 64-bit Windows on Debian 12, package it as an MSI,
+# and run its unit tests and the Wine integration tests
+# (tests/integration/test_windows_*.py) under Wine.
 #
 # Debian ships no mingw-w64 builds of OpenSSL, libevent, libyaml or SQLite.
 # This script fetches Debian's source packages of the versions that the
@@ -23,6 +23,7 @@
 #   RELAYQ_WIN_CACHE  cache directory
 #                     (default: ${XDG_CACHE_HOME:-$HOME/.cache}/relayq-win)
 #   JOBS              parallel compile jobs (default: 2)
+#   WINEPREFIX        Wine prefix for the tests (default: CACHE/wineprefix)
 set -euo pipefail
 
 # Revisions of the build recipes below. Bump one when its recipe changes, so
@@ -42,12 +43,12 @@ refresh=0
 
 # Debian packages for the toolchain, the source downloads, the dependency
 # builds, Wine and the integration test (pytest, aiosmtpd and PyYAML for
-# the harness, openssl for its certificates, swaks as the SMTP client).
-# Building the MSI from relayq.wxs also needs wixl.
+# the harness, openssl for its certificates, swaks as the SMTP client), and
+# the MSI (wixl builds it from relayq.wxs, msitools' msibuild edits it).
 tool_packages=(
 	gcc-mingw-w64-x86-64 binutils-mingw-w64-x86-64 mingw-w64-x86-64-dev
 	wine wine64 cmake meson ninja-build pkg-config dpkg-dev make perl gcc tcl
-	python3-pytest python3-aiosmtpd python3-yaml openssl swaks
+	python3-pytest python3-aiosmtpd python3-yaml openssl swaks wixl msitools
 )
 
 log() {
@@ -504,9 +505,11 @@ meson_configure() {
 }
 
 # Runs test programs through the cross file's exe_wrapper in a Wine prefix
-# kept in the cache, without Wine's Mono and Gecko installer prompts.
+# kept in the cache, or in $WINEPREFIX when that is set, without Wine's Mono
+# and Gecko installer prompts. The MSI test installs relayq into the prefix,
+# so concurrent runs need separate prefixes.
 setup_wine() {
-	export WINEPREFIX="$cache_dir/wineprefix"
+	export WINEPREFIX="${WINEPREFIX:-$cache_dir/wineprefix}"
 	export WINEDEBUG=-all
 	export WINEDLLOVERRIDES='mscoree,mshtml='
 }
@@ -535,6 +538,41 @@ build_relayq() {
 		die "relayq build failed after $((SECONDS - start)) s; log: $build_dir/build.log"
 	fi
 	log "relayq built in $((SECONDS - start)) s"
+}
+
+# Builds BUILD_DIR/relayq-VERSION-x64.msi from relayq.wxs, the two
+# programs and the example configuration, and links BUILD_DIR/relayq.msi
+# to it.
+build_msi() {
+	local version stage=msi-stage msi
+
+	version=$(meson introspect --projectinfo "$build_dir" |
+	    sed -n 's/.*"version": "\([^"]*\)".*/\1/p')
+	[ -n "$version" ] || die "cannot read the project version from $build_dir"
+	msi="relayq-$version-x64.msi"
+
+	# wixl 0.101 does not find files given by an absolute path, so it
+	# runs in the build directory with a relative BinDir.
+	rm -rf "${build_dir:?}/$stage"
+	mkdir "$build_dir/$stage"
+	cp "$build_dir/daemon/relayqd.exe" "$build_dir/cli/relayq.exe" \
+	    "$script_dir/relayq.yaml" "$build_dir/$stage/"
+	(cd "$build_dir" &&
+	    wixl -a x64 -D Version="$version" -D BinDir="$stage" -o "$msi.tmp" \
+	        "$script_dir/relayq.wxs") ||
+	    die "wixl failed to build the MSI"
+
+	# wixl 0.101 knows neither NeverOverwrite nor Permanent. Attributes
+	# 400 = 256 (64-bit) + 128 (not installed when relayq.yaml exists) +
+	# 16 (left in place by uninstall). See relayq.wxs.
+	msibuild "$build_dir/$msi.tmp" -q "UPDATE \`Component\` SET \`Attributes\` = 400 WHERE \`Component\` = 'config'" ||
+	    die "msibuild failed to set the attributes of the config component"
+	msiinfo export "$build_dir/$msi.tmp" Component | grep -q "^config	.*	400	" ||
+	    die "the config component of $msi lacks attributes 400"
+
+	mv "$build_dir/$msi.tmp" "$build_dir/$msi"
+	ln -sf "$msi" "$build_dir/relayq.msi"
+	log "built $build_dir/$msi"
 }
 
 test_relayq() {
@@ -578,6 +616,7 @@ main() {
 
 	meson_configure "$repo_dir" "$build_dir" "$deps_file"
 	build_relayq
+	build_msi
 	if [ "$run_tests" -eq 1 ]; then
 		test_relayq
 	fi
