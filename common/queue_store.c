@@ -31,6 +31,7 @@
 
 #include <event2/buffer.h>
 
+#include "acl.h"
 #include "queue_store.h"
 #include "util.h"
 
@@ -407,6 +408,7 @@ queue_store_set_sync(struct queue_store *qs, bool full, char **errstr)
 	return 0;
 }
 
+#ifndef _WIN32
 /* Create the directory of PATH with mode 0700 when it is missing. */
 static int
 queue_store_make_dir(const char *path, char **errstr)
@@ -422,6 +424,31 @@ queue_store_make_dir(const char *path, char **errstr)
 	}
 	free(dir);
 	return rc;
+}
+#endif
+
+/*
+ * Create the queue's directory and file where they are missing, for
+ * relayqd's user only: modes 0700 and 0600 whatever the umask, and on
+ * Windows, where modes mean nothing, the DACLs of acl_prepare_queue().
+ */
+static int
+queue_store_create(const char *path, char **errstr)
+{
+#ifdef _WIN32
+	return acl_prepare_queue(path, errstr);
+#else
+	int fd;
+
+	if (queue_store_make_dir(path, errstr) == -1)
+		return -1;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return set_error(errstr, "cannot create the queue %s: %s; check "
+		    "queue.path and the directory's permissions", path, strerror(errno));
+	close(fd);
+	return 0;
+#endif
 }
 
 static int
@@ -504,19 +531,11 @@ queue_store_open(const char *path, int flags, struct queue_store **out,
     char **errstr)
 {
 	struct queue_store *qs;
-	int open_flags, fd;
+	int open_flags;
 
 	*out = NULL;
-	if (flags & QUEUE_STORE_CREATE) {
-		if (queue_store_make_dir(path, errstr) == -1)
-			return -1;
-		/* Create the file ourselves so its mode is 0600 whatever the umask. */
-		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-		if (fd == -1)
-			return set_error(errstr, "cannot create the queue %s: %s; check "
-			    "queue.path and the directory's permissions", path, strerror(errno));
-		close(fd);
-	}
+	if ((flags & QUEUE_STORE_CREATE) && queue_store_create(path, errstr) == -1)
+		return -1;
 
 	qs = xcalloc(1, sizeof(*qs));
 	qs->path = xstrdup(path);

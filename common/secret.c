@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #endif
 
+#include "acl.h"
 #include "secret.h"
 #include "util.h"
 
@@ -40,8 +41,8 @@ secret_check_file_mode(const char *path, char **errstr)
 		return set_error(errstr, "cannot read smarthost.password_file %s: "
 		    "%s", path, strerror(errno));
 #ifdef _WIN32
-	/* NOTE: Windows protects the file with ACLs, which this check does not read. */
-	return 0;
+	/* File modes mean nothing on Windows: the DACL decides who can read. */
+	return acl_check_private_file(path, "smarthost.password_file", errstr);
 #else
 	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
 		return set_error(errstr, "smarthost.password_file %s can be read "

@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "acl.h"
 #include "config.h"
 #include "exit_codes.h"
 #include "log.h"
@@ -386,6 +387,30 @@ service_set_recovery(SC_HANDLE service)
 	ChangeServiceConfig2W(service, SERVICE_CONFIG_DESCRIPTION, &description);
 }
 
+/*
+ * Create %ProgramData%\relayq, or reset its ACL, so that only SYSTEM and
+ * Administrators can read the config, the queue and the service's log.
+ */
+static int
+service_protect_data_dir(void)
+{
+	char *dir = acl_data_dir(), *error = NULL;
+	int rc;
+
+	rc = acl_protect_data_dir(dir, true, &error);
+	if (rc == -1)
+		fprintf(stderr, "relayqd: %s\n", error);
+	else if (rc == 1)
+		fprintf(stderr, "relayqd: warning: the ACL of %s still lets the "
+		    "accounts above read it\n", dir);
+	else
+		printf("Set the ACL of %s: full control for SYSTEM and "
+		    "Administrators only\n", dir);
+	free(error);
+	free(dir);
+	return rc == -1 ? -1 : 0;
+}
+
 static int
 service_install(const char *config_path)
 {
@@ -401,6 +426,9 @@ service_install(const char *config_path)
 		free(error);
 	}
 	config_free(config);
+
+	if (service_protect_data_dir() == -1)
+		return EX_CANTCREAT;
 
 	line = service_command_line(config_path);
 	if (line == NULL) {
