@@ -10,12 +10,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "compat.h"
 #include "exit_codes.h"
 #include "log.h"
 #include "util.h"
+
+/* Windows program names: '\\' separators, any case, a final ".exe". */
+#ifdef _WIN32
+#define CLI_WINDOWS 1
+#else
+#define CLI_WINDOWS 0
+#endif
 
 #ifndef RELAYQ_VERSION
 #define RELAYQ_VERSION "unknown"
@@ -328,6 +336,36 @@ cli_run(struct cli *cli, int argc, char **argv)
 	return cmd->run(cli, argc, argv);
 }
 
+/*
+ * Return "sendmail" or "mailq" when the last component of ARGV0 names one
+ * of them, else NULL. On Windows the separator may also be '\\', the
+ * name's case does not matter and a final ".exe" is ignored, so that
+ * sendmail.exe and MAILQ.EXE are recognised.
+ */
+static const char *
+cli_sendmail_name(const char *argv0)
+{
+	static const char *const names[] = { "sendmail", "mailq" };
+	const char *base = argv0, *p;
+	size_t len, i;
+
+	for (p = argv0; *p != '\0'; p++)
+		if (*p == '/' || (CLI_WINDOWS && *p == '\\'))
+			base = p + 1;
+	len = strlen(base);
+	if (CLI_WINDOWS && len > 4 && strcasecmp(base + len - 4, ".exe") == 0)
+		len -= 4;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (len != strlen(names[i]))
+			continue;
+		if (CLI_WINDOWS ? strncasecmp(base, names[i], len) == 0 :
+		    strncmp(base, names[i], len) == 0)
+			return names[i];
+	}
+	return NULL;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -343,9 +381,9 @@ main(int argc, char **argv)
 		fatal("%s", error);
 	cli.config_path = config_default_path();
 
-	/* Invoked through a link named sendmail or mailq: the sendmail interface. */
-	name = strrchr(argv[0], '/') != NULL ? strrchr(argv[0], '/') + 1 : argv[0];
-	if (strcmp(name, "sendmail") == 0 || strcmp(name, "mailq") == 0) {
+	/* Invoked through a link or a copy named sendmail or mailq: the sendmail interface. */
+	name = cli_sendmail_name(argv[0]);
+	if (name != NULL) {
 		cli.progname = name;
 		rc = cmd_sendmail(&cli, argc, argv);
 	} else

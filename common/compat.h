@@ -17,8 +17,13 @@
 /*
  * printf format checking. GCC for mingw checks format(printf) as
  * Microsoft's printf, which rejects %zu and %lld, while relayq is built
- * with the C99 printf of mingw-w64 (__USE_MINGW_ANSI_STDIO).
+ * with the C99 printf of mingw-w64 (__USE_MINGW_ANSI_STDIO). mingw-w64's
+ * stdio.h defines __MINGW_PRINTF_FORMAT, and a file may include this
+ * header before stdio.h.
  */
+#ifdef _WIN32
+#include <stdio.h>
+#endif
 #ifdef __MINGW_PRINTF_FORMAT
 #define RELAYQ_PRINTF(fmt, args) __attribute__((format(__MINGW_PRINTF_FORMAT, fmt, args)))
 #else

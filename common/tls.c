@@ -141,6 +141,32 @@ tls_ctx_set_protocol(SSL_CTX *ctx, const struct config_smarthost *sh,
 	return 0;
 }
 
+/*
+ * Load the system's trust anchors: OpenSSL's default locations, or on
+ * Windows the ROOT certificate store, because OPENSSLDIR contains no
+ * certificates there.
+ */
+static int
+tls_ctx_load_system_ca(SSL_CTX *ctx, char **errstr)
+{
+#ifdef _WIN32
+	size_t loaded;
+
+	return tls_windows_load_roots(SSL_CTX_get_cert_store(ctx), &loaded, errstr);
+#else
+	char *reason;
+	int rc;
+
+	if (SSL_CTX_set_default_verify_paths(ctx) == 1)
+		return 0;
+	reason = tls_error_describe(NULL);
+	rc = set_error(errstr, "cannot load the system CA certificates: %s "
+	    "(set smarthost.ca_file)", reason);
+	free(reason);
+	return rc;
+#endif
+}
+
 /* Load ca_file and ca_path, or the system store when neither is set. */
 static int
 tls_ctx_load_ca(SSL_CTX *ctx, const struct config_smarthost *sh, char **errstr)
@@ -162,14 +188,7 @@ tls_ctx_load_ca(SSL_CTX *ctx, const struct config_smarthost *sh, char **errstr)
 		free(reason);
 		return rc;
 	}
-	if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-		reason = tls_error_describe(NULL);
-		rc = set_error(errstr, "cannot load the system CA certificates: %s "
-		    "(set smarthost.ca_file)", reason);
-		free(reason);
-		return rc;
-	}
-	return 0;
+	return tls_ctx_load_system_ca(ctx, errstr);
 }
 
 static int

@@ -70,6 +70,16 @@ char *tls_error_describe(SSL *ssl);
 char *tls_error_describe_codes(SSL *ssl, const unsigned long *codes,
     size_t count);
 
+#ifdef _WIN32
+/*
+ * Add the certificates of the Windows ROOT system store to STORE, except
+ * those in the DISALLOWED store and those whose store properties exclude
+ * server authentication. *LOADED receives the number added. Returns 0, or
+ * -1 with *ERRSTR set when the ROOT store cannot be opened.
+ */
+int tls_windows_load_roots(X509_STORE *store, size_t *loaded, char **errstr);
+#endif
+
 /* The protocol name of an SSL_CTX_set_min_proto_version() value for tls_min_version. */
 int tls_protocol_version(int tls_min_version);
 

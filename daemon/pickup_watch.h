@@ -1,7 +1,7 @@
 /*
  * Change notification for the pickup directory. Each platform implements
- * this interface in its own file: pickup_watch_inotify.c on Linux; a
- * Windows build would add one based on ReadDirectoryChangesW. The watcher
+ * this interface in its own file: pickup_watch_inotify.c on Linux,
+ * pickup_watch_win32.c (ReadDirectoryChangesW) on Windows. The watcher
  * only reports names; pickup.c decides which files to take.
  */
 #ifndef RELAYQ_PICKUP_WATCH_H
