@@ -102,6 +102,8 @@ log_file_redirect_stderr(struct log_file *file, char **errstr)
 		CloseHandle(copy);
 		return set_error(errstr, "cannot make a descriptor for %s", file->path);
 	}
+	/* Text still buffered for the old file goes there first. */
+	fflush(stderr);
 	if (_dup2(fd, 2) == -1) {
 		_close(fd);
 		return set_error(errstr, "cannot send stderr to %s", file->path);
@@ -113,6 +115,11 @@ log_file_redirect_stderr(struct log_file *file, char **errstr)
 int
 log_file_capture_stderr(struct log_file *file, char **errstr)
 {
+	/*
+	 * The C runtime buffers stderr fully when it is not a character
+	 * device, which would delay lines and mix their order with the log's.
+	 */
+	setvbuf(stderr, NULL, _IONBF, 0);
 	file->capture_stderr = true;
 	return log_file_redirect_stderr(file, errstr);
 }
