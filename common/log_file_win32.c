@@ -28,6 +28,7 @@ struct log_file {
 	long long rotate_at;	/* the size at which the next rotation is tried */
 	int keep;
 	bool capture_stderr;
+	int stderr_fd;		/* the descriptor of the stderr stream, also redirected */
 };
 
 static int
@@ -104,7 +105,8 @@ log_file_redirect_stderr(struct log_file *file, char **errstr)
 	}
 	/* Text still buffered for the old file goes there first. */
 	fflush(stderr);
-	if (_dup2(fd, 2) == -1) {
+	if (_dup2(fd, 2) == -1 || (file->stderr_fd != 2 &&
+	    _dup2(fd, file->stderr_fd) == -1)) {
 		_close(fd);
 		return set_error(errstr, "cannot send stderr to %s", file->path);
 	}
@@ -118,8 +120,13 @@ log_file_capture_stderr(struct log_file *file, char **errstr)
 	/*
 	 * The C runtime buffers stderr fully when it is not a character
 	 * device, which would delay lines and mix their order with the log's.
+	 * NOTE: in a process started without standard handles, a service for
+	 * one, Wine 8's C runtime gives the stderr stream no descriptor
+	 * (_fileno() returns -2), and freopen() fails on it, so there only
+	 * descriptor 2 reaches the file and fprintf(stderr) writes nowhere.
 	 */
 	setvbuf(stderr, NULL, _IONBF, 0);
+	file->stderr_fd = _fileno(stderr) >= 0 ? _fileno(stderr) : 2;
 	file->capture_stderr = true;
 	return log_file_redirect_stderr(file, errstr);
 }

@@ -5,6 +5,8 @@
  */
 #include "compat.h"
 
+#include <knownfolders.h>
+#include <shlobj.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,29 +70,37 @@ service_log_mkdir(const wchar_t *dir, char **errstr)
 
 /*
  * The path of relayqd.log in %ProgramData%\relayq\log, as UTF-8, with
- * the directories created. Without %ProgramData% it takes
- * C:\ProgramData, as the default config path does.
+ * the directories created. The folder comes from the known folder
+ * FOLDERID_ProgramData, not from the environment, because Wine 8 gives
+ * services a %ProgramData% of C:\users\Public.
  */
 static char *
 service_log_path(char **errstr)
 {
-	wchar_t base[MAX_PATH], dir[MAX_PATH + 32];
-	DWORD n;
+	wchar_t *base = NULL, dir[MAX_PATH + 32];
+	char *path = NULL;
+	HRESULT hr;
 
-	n = GetEnvironmentVariableW(L"ProgramData", base, MAX_PATH);
-	if (n == 0 || n >= MAX_PATH)
-		wcscpy(base, L"C:\\ProgramData");
+	hr = SHGetKnownFolderPath(&FOLDERID_ProgramData, 0, NULL, &base);
+	if (FAILED(hr) || wcslen(base) >= MAX_PATH) {
+		set_error(errstr, "cannot find the ProgramData folder (HRESULT 0x%08lx)",
+		    (unsigned long)hr);
+		goto out;
+	}
 
 	_snwprintf(dir, sizeof(dir) / sizeof(dir[0]), L"%ls\\relayq", base);
 	if (service_log_mkdir(dir, errstr) == -1)
-		return NULL;
+		goto out;
 	_snwprintf(dir, sizeof(dir) / sizeof(dir[0]), L"%ls\\relayq\\log", base);
 	if (service_log_mkdir(dir, errstr) == -1)
-		return NULL;
+		goto out;
 
 	_snwprintf(dir, sizeof(dir) / sizeof(dir[0]),
 	    L"%ls\\relayq\\log\\relayqd.log", base);
-	return compat_wide_to_utf8(dir);
+	path = compat_wide_to_utf8(dir);
+out:
+	CoTaskMemFree(base);
+	return path;
 }
 
 static struct log_file *
@@ -107,11 +117,11 @@ service_log_open_file(char **errstr)
 	if (file == NULL)
 		return NULL;
 
-	/* The config error at start-up, for one, is printed to stderr. */
-	if (log_file_capture_stderr(file, errstr) == -1) {
-		log_file_free(file);
-		return NULL;
-	}
+	/*
+	 * The config error at start-up, for one, is printed to stderr. The
+	 * file stays in use when that fails, with the error in *ERRSTR.
+	 */
+	log_file_capture_stderr(file, errstr);
 	return file;
 }
 

@@ -252,6 +252,29 @@ service_open_log(void)
 	}
 }
 
+/*
+ * Log why the config named by "-c FILE" in ARGV cannot be loaded.
+ * main() prints that error to stderr, which a service does not have, so
+ * without this the admin would see only exit code 78 in the SCM.
+ */
+static void
+service_check_config(int argc, char **argv)
+{
+	const char *path = config_default_path();
+	struct config *config = NULL;
+	char *error = NULL;
+	int i;
+
+	for (i = 1; i + 1 < argc; i++)
+		if (strcmp(argv[i], "-c") == 0)
+			path = argv[i + 1];
+	if (config_load(path, &config, &error) == -1) {
+		log_error("event=config_invalid error=\"%s\"", error);
+		free(error);
+	}
+	config_free(config);
+}
+
 static void WINAPI
 service_main_w(DWORD argc, wchar_t **argv)
 {
@@ -265,6 +288,7 @@ service_main_w(DWORD argc, wchar_t **argv)
 	}
 	service_report(SERVICE_START_PENDING, SERVICE_START_WAIT_HINT);
 	service_open_log();
+	service_check_config(service_argc, service_argv);
 
 	service_exit_code = service_run(service_argc, service_argv);
 	service_log_stop();
