@@ -20,6 +20,7 @@
 static const char *log_progname = "relayq";
 static enum log_level log_max_level = LOG_LEVEL_INFO;
 static int log_to_journal;	/* stderr is the journal's stream */
+static log_sink_fn *log_sink;	/* NULL: stderr */
 
 static const char *const log_level_names[] = {
 	[LOG_LEVEL_ERROR] = "error",
@@ -84,6 +85,12 @@ log_level_parse(const char *text, enum log_level *level)
 	return -1;
 }
 
+void
+log_set_sink(log_sink_fn *sink)
+{
+	log_sink = sink;
+}
+
 int
 log_debug_enabled(void)
 {
@@ -113,19 +120,30 @@ log_prefix(enum log_level level, char *line, size_t size)
 static void
 log_write(enum log_level level, const char *fmt, va_list ap)
 {
+	struct log_record record;
 	char line[8192];
-	int n;
+	int n, prefix_len;
 
 	if (level > log_max_level)
 		return;
 
 	/* One write per line keeps lines whole when several processes share stderr. */
-	n = log_prefix(level, line, sizeof(line));
-	if (n < 0 || (size_t)n >= sizeof(line))
+	prefix_len = log_prefix(level, line, sizeof(line));
+	if (prefix_len < 0 || (size_t)prefix_len >= sizeof(line))
 		return;
-	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	vsnprintf(line + prefix_len, sizeof(line) - (size_t)prefix_len - 1, fmt, ap);
 	n = (int)strlen(line);
 	line[n++] = '\n';
+
+	if (log_sink != NULL) {
+		record.level = level;
+		record.line = line;
+		record.line_len = (size_t)n;
+		record.text = line + prefix_len;
+		record.text_len = (size_t)(n - 1 - prefix_len);
+		log_sink(&record);
+		return;
+	}
 	if (write(STDERR_FILENO, line, (size_t)n) < 0)
 		return;
 }

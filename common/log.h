@@ -27,6 +27,28 @@ void log_debug(const char *fmt, ...) RELAYQ_PRINTF(1, 2);
 int log_debug_enabled(void);
 
 /*
+ * A log line as a sink receives it. LINE is the whole line with its
+ * prefix and final newline. TEXT points into LINE at the message after
+ * "LEVEL: " and is TEXT_LEN bytes long, without the newline.
+ */
+struct log_record {
+	enum log_level level;
+	const char *line;
+	size_t line_len;
+	const char *text;
+	size_t text_len;
+};
+
+typedef void log_sink_fn(const struct log_record *record);
+
+/*
+ * Send every line that passes the level filter to SINK instead of stderr,
+ * or to stderr again when SINK is NULL. The Windows service uses it for
+ * its log file and the Event Log. SINK may run on any thread that logs.
+ */
+void log_set_sink(log_sink_fn *sink);
+
+/*
  * Escape LEN bytes of S for a log line: printable ASCII stays, a double
  * quote and a backslash get a backslash, everything else becomes \xHH.
  * Returns an allocated string the caller frees.

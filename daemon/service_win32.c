@@ -8,7 +8,9 @@
  * whose ServiceMain runs the daemon's usual main() on its own thread.
  * The SCM's stop and shutdown take the SIGTERM path, and its parameter
  * change the SIGHUP reload. In a console, Ctrl+C, Ctrl+Break, closing the
- * window, logoff and shutdown take the SIGTERM path as well.
+ * window, logoff and shutdown take the SIGTERM path as well. Install also
+ * registers the Event Log source "relayq" that the service logs to
+ * (service_log.h).
  *
  * systemd's watchdog and socket activation have no counterpart here, and
  * the account is chosen when the service is installed, so those
@@ -24,9 +26,11 @@
 
 #include "acl.h"
 #include "config.h"
+#include "eventlog.h"
 #include "exit_codes.h"
 #include "log.h"
 #include "service.h"
+#include "service_log.h"
 #include "util.h"
 
 #define SERVICE_NAME		L"relayq"
@@ -235,39 +239,41 @@ service_control_handler(DWORD control, DWORD type, void *data, void *context)
 	}
 }
 
+/* A service has no standard error: its log goes to a file and the Event Log. */
+static void
+service_open_log(void)
+{
+	char *error = NULL;
+
+	/* main() calls log_init() again; this names the program in the lines before. */
+	log_init("relayqd", LOG_LEVEL_INFO);
+	if (service_log_start(&error) == -1) {
+		log_error("event=log_open_failed error=\"%s\"", error);
+		free(error);
+	}
+}
+
 /*
- * A service has no standard error, so under the SCM the log goes to
- * relayqd.log in the directory of the config file named by "-c FILE".
- * TODO: the Event Log and a log file with rotation (docs/windows.md).
+ * Log why the config named by "-c FILE" in ARGV cannot be loaded.
+ * main() prints that error to stderr, which a service does not have, so
+ * without this the admin would see only exit code 78 in the SCM.
  */
 static void
-service_open_log(int argc, char **argv)
+service_check_config(int argc, char **argv)
 {
-	const char *config_path = config_default_path(), *slash, *backslash;
-	char *path;
-	int i, fd;
+	const char *path = config_default_path();
+	struct config *config = NULL;
+	char *error = NULL;
+	int i;
 
 	for (i = 1; i + 1 < argc; i++)
 		if (strcmp(argv[i], "-c") == 0)
-			config_path = argv[i + 1];
-	slash = strrchr(config_path, '/');
-	backslash = strrchr(config_path, '\\');
-	if (backslash != NULL && (slash == NULL || backslash > slash))
-		slash = backslash;
-	if (slash == NULL)
-		path = xstrdup("relayqd.log");
-	else
-		path = xasprintf("%.*s\\relayqd.log", (int)(slash - config_path),
-		    config_path);
-
-	fd = _open(path, _O_WRONLY | _O_CREAT | _O_APPEND | _O_BINARY | _O_NOINHERIT,
-	    _S_IREAD | _S_IWRITE);
-	/* log.c writes each line to descriptor 2. */
-	if (fd != -1) {
-		_dup2(fd, 2);
-		_close(fd);
+			path = argv[i + 1];
+	if (config_load(path, &config, &error) == -1) {
+		log_error("event=config_invalid error=\"%s\"", error);
+		free(error);
 	}
-	free(path);
+	config_free(config);
 }
 
 static void WINAPI
@@ -282,9 +288,11 @@ service_main_w(DWORD argc, wchar_t **argv)
 		return;
 	}
 	service_report(SERVICE_START_PENDING, SERVICE_START_WAIT_HINT);
-	service_open_log(service_argc, service_argv);
+	service_open_log();
+	service_check_config(service_argc, service_argv);
 
 	service_exit_code = service_run(service_argc, service_argv);
+	service_log_stop();
 
 	/* A status other than 0 shows as a service-specific error code in the SCM. */
 	if (service_exit_code != 0) {
@@ -411,6 +419,32 @@ service_protect_data_dir(void)
 	return rc == -1 ? -1 : 0;
 }
 
+/* Without the source the service still logs to its file, so a failure only warns. */
+static void
+service_register_eventlog(void)
+{
+	char *error = NULL;
+
+	if (eventlog_register(&error) == -1) {
+		fprintf(stderr, "relayqd: warning: %s; the Event Log will show "
+		    "relayq's events without their text\n", error);
+		free(error);
+		return;
+	}
+	printf("Registered the Event Log source relayq\n");
+}
+
+static void
+service_unregister_eventlog(void)
+{
+	char *error = NULL;
+
+	if (eventlog_unregister(&error) == -1) {
+		fprintf(stderr, "relayqd: warning: %s\n", error);
+		free(error);
+	}
+}
+
 static int
 service_install(const char *config_path)
 {
@@ -460,6 +494,7 @@ service_install(const char *config_path)
 	}
 	service_set_recovery(service);
 	printf("Installed the service relayq: %ls\n", line);
+	service_register_eventlog();
 	printf("Start it with: sc start relayq\n");
 	CloseServiceHandle(service);
 	CloseServiceHandle(scm);
@@ -505,6 +540,8 @@ service_uninstall(void)
 		err = GetLastError();
 		CloseServiceHandle(scm);
 		if (err == ERROR_SERVICE_DOES_NOT_EXIST) {
+			/* A key left by an earlier install goes as well. */
+			service_unregister_eventlog();
 			fprintf(stderr, "relayqd: the service relayq is not installed\n");
 			return EX_UNAVAILABLE;
 		}
@@ -518,6 +555,7 @@ service_uninstall(void)
 		return service_fail("cannot remove the service relayq", err);
 	}
 	printf("Removed the service relayq\n");
+	service_unregister_eventlog();
 	CloseServiceHandle(service);
 	CloseServiceHandle(scm);
 	return EX_OK;

@@ -361,6 +361,24 @@ def wait_port(port: int, listening: bool, timeout=60.0):
         time.sleep(0.2)
 
 
+def service_log_path() -> Path:
+    """The service's log file in the Wine prefix, C:\\ProgramData\\relayq\\log\\relayqd.log."""
+    return (Path(wine_env()["WINEPREFIX"]) / "drive_c" / "ProgramData" / "relayq" /
+            "log" / "relayqd.log")
+
+
+def service_log_size() -> int:
+    path = service_log_path()
+    return path.stat().st_size if path.exists() else 0
+
+
+def service_log_since(offset: int) -> str:
+    """The service's log from byte OFFSET on: earlier runs in the prefix wrote the rest."""
+    with open(service_log_path(), "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
 @pytest.fixture
 def wine_session():
     """
@@ -389,6 +407,7 @@ def test_wine_service_install_start_stop(wine_relayq, wine_session, fake_smartho
     if wine_run("sc", "query", "relayq").returncode == 0:
         pytest.skip("a service named relayq is already installed in this Wine prefix")
 
+    log_offset = service_log_size()
     installed = wine_run(relayqd, "install", "--config", win_path(daemon.config_path))
     try:
         assert installed.returncode == 0, installed.stdout + installed.stderr
@@ -417,7 +436,7 @@ def test_wine_service_install_start_stop(wine_relayq, wine_session, fake_smartho
         while "STOPPED" not in wine_run("sc", "query", "relayq").stdout:
             assert time.monotonic() < deadline, "the service did not reach STOPPED"
             time.sleep(0.5)
-        log = (daemon.dir / "relayqd.log").read_text(errors="replace")
+        log = service_log_since(log_offset)
         assert "event=started" in log
         assert "event=stopped" in log
     finally:
