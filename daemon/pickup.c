@@ -26,6 +26,7 @@
 
 #include <event2/event.h>
 
+#include "disk_sync.h"
 #include "header.h"
 #include "list.h"
 #include "log.h"
@@ -85,8 +86,16 @@ static struct {
 	bool waiting;			/* for the retry timer after a queue failure */
 	struct pickup_names pending;
 	struct pickup_names stuck;	/* files that could be neither taken nor moved */
+	struct pickup_names syncing;	/* queued, removed once the queue is synced */
 	struct pickup_file *file;
 } pickup;
+
+/* A queued file, waiting for the sync of its commit before it is removed. */
+struct pickup_synced {
+	int64_t id;
+	char *name;
+	char *path;
+};
 
 /* Fields that carry the IIS pickup envelope, removed before queueing. */
 static const char *const pickup_iis_drop[] = {
@@ -130,6 +139,21 @@ pickup_names_clear(struct pickup_names *list)
 	}
 }
 
+static void
+pickup_names_remove(struct pickup_names *list, const char *name)
+{
+	struct pickup_name *n;
+
+	TAILQ_FOREACH(n, list, entry) {
+		if (strcmp(n->name, name) == 0) {
+			TAILQ_REMOVE(list, n, entry);
+			free(n->name);
+			free(n);
+			return;
+		}
+	}
+}
+
 /* Pop the first name; the caller frees it. */
 static char *
 pickup_names_pop(struct pickup_names *list)
@@ -153,7 +177,8 @@ pickup_name_wanted(const char *name)
 
 	if (name[0] == '.' || len <= 4 || strcasecmp(name + len - 4, ".eml") != 0)
 		return false;
-	return !pickup_names_has(&pickup.stuck, name);
+	return !pickup_names_has(&pickup.stuck, name) &&
+	    !pickup_names_has(&pickup.syncing, name);
 }
 
 static int
@@ -572,24 +597,60 @@ pickup_quarantine(const char *name, const char *reason)
 	free(escaped);
 }
 
+/*
+ * The commit of a queued file is on disk, or its sync failed. Only now
+ * may the file go: removed before the sync, a power loss could lose both.
+ * After a failed sync the message stays queued and the file stays too,
+ * ignored until the next start, which may queue it a second time.
+ */
+static void
+pickup_synced(void *arg, const char *error)
+{
+	struct pickup_synced *q = arg;
+	char *name = log_escape(q->name, strlen(q->name));
+	bool running = pickup.path != NULL;
+
+	if (running)
+		pickup_names_remove(&pickup.syncing, q->name);
+	if (error != NULL) {
+		log_error("msg=%lld event=pickup_sync_failed file=\"%s\" error=\"%s\" "
+		    "note=\"the message is queued; the file stays and is queued "
+		    "again at the next start\"", (long long)q->id, name, error);
+		if (running)
+			pickup_names_add(&pickup.stuck, q->name, false);
+	} else if (unlink(q->path) == -1) {
+		log_error("msg=%lld event=pickup_unlink_failed file=\"%s\" error=\"%s\" "
+		    "note=\"remove the file, or relayqd queues it again at its next "
+		    "start\"", (long long)q->id, name, strerror(errno));
+		if (running)
+			pickup_names_add(&pickup.stuck, q->name, false);
+	}
+	if (error == NULL)
+		scheduler_wake();
+	free(name);
+	free(q->name);
+	free(q->path);
+	free(q);
+}
+
 static void
 pickup_accepted(struct pickup_file *file, int64_t id)
 {
 	char *name = log_escape(file->name, strlen(file->name));
 	char *sender = log_escape(file->sender, strlen(file->sender));
+	struct pickup_synced *q = xcalloc(1, sizeof(*q));
 
 	log_info("msg=%lld event=accepted source=pickup file=\"%s\" from=<%s> "
 	    "rcpts=%zu size=%llu", (long long)id, name, sender, file->rcpt_count,
 	    (unsigned long long)submit_size(file->submit));
-	if (unlink(file->path) == -1) {
-		log_error("msg=%lld event=pickup_unlink_failed file=\"%s\" error=\"%s\" "
-		    "note=\"remove the file, or relayqd queues it again at its next "
-		    "start\"", (long long)id, name, strerror(errno));
-		pickup_names_add(&pickup.stuck, file->name, false);
-	}
 	free(sender);
 	free(name);
-	scheduler_wake();
+
+	q->id = id;
+	q->name = xstrdup(file->name);
+	q->path = xstrdup(file->path);
+	pickup_names_add(&pickup.syncing, file->name, false);
+	disk_sync_after_commit(pickup_synced, q);
 }
 
 /* The queue failed: put the file back in front and wait before the next try. */
@@ -746,6 +807,7 @@ pickup_start(char **errstr)
 		return 0;
 	TAILQ_INIT(&pickup.pending);
 	TAILQ_INIT(&pickup.stuck);
+	TAILQ_INIT(&pickup.syncing);
 	pickup.path = xstrdup(path);
 	if (pickup_prepare_dir(errstr) == -1)
 		return -1;
@@ -778,6 +840,7 @@ pickup_stop(void)
 	if (pickup.path != NULL) {
 		pickup_names_clear(&pickup.pending);
 		pickup_names_clear(&pickup.stuck);
+		pickup_names_clear(&pickup.syncing);
 	}
 	free(pickup.path);
 	memset(&pickup, 0, sizeof(pickup));

@@ -73,50 +73,114 @@ def wal_fds(calls, wal_path) -> set:
             and c.result is not None and c.result.isdigit()}
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
-def test_reply_follows_wal_sync(relayq, fake_smarthost, tmp_path):
-    srv = fake_smarthost(start=False)
-    d = relayq.daemon(smarthost=srv.smarthost_config())
-    trace = tmp_path / "strace.txt"
-    wrapper = tmp_path / "relayqd-traced"
+def start_traced(d, trace, extra=""):
+    """Start relayqd under strace -f, which writes every call of interest to TRACE."""
+    wrapper = trace.with_name("relayqd-traced")
     wrapper.write_text(
         "#!/bin/sh\n"
         f"exec strace -f -ttt -T -s 80 -o {trace} "
-        "-e trace=openat,pwrite64,fdatasync,fsync,write,writev,sendto,sendmsg "
+        f"-e trace=openat,pwrite64,fdatasync,fsync,write,writev,sendto,sendmsg,unlink{extra} "
         f"{d.relayqd_path} \"$@\"\n")
     wrapper.chmod(0o755)
     real = d.relayqd_path
     d.relayqd_path = wrapper
     d.start()
+    d.relayqd_path = real
 
-    ids = [d.send(SENDER, [RECIPIENT], message(n)) for n in range(10)]
-    assert len(set(ids)) == 10
 
-    # SIGTERM goes to relayqd itself, below strace, which then exits.
+def stop_traced(d):
+    """SIGTERM relayqd itself, below strace, which then exits."""
     child = subprocess.run(["pgrep", "-P", str(d.proc.pid)], capture_output=True,
                            text=True).stdout.split()
     assert child, "relayqd did not start under strace"
     os.kill(int(child[0]), signal.SIGTERM)
     d.proc.wait(timeout=20)
-    d.relayqd_path = real
 
-    wal = f"{d.config['queue']['path']}-wal"
-    calls = parse_strace(trace)
+
+def check_synced_before(calls, wal, events, commits=None):
+    """
+    Each call in EVENTS needs a WAL sync that began after its commit ended
+    and ended before it. COMMITS gives the end of each event's commit;
+    without it, the last WAL write before the event ends the commit.
+    """
     fds = wal_fds(calls, wal)
     assert fds, f"no openat of {wal} in the trace"
+    for i, event in enumerate(events):
+        wal_writes = [c for c in calls if c.name == "pwrite64" and c.fd in fds
+                      and c.end <= event.start]
+        assert wal_writes, f"{event.name} came before any WAL write"
+        committed = commits[i] if commits else wal_writes[-1].end
+        syncs = [c for c in calls if c.name in ("fdatasync", "fsync") and c.fd in fds
+                 and c.start >= committed and c.end <= event.start]
+        assert syncs, (f"{event.name} at {event.start:.6f} has no WAL sync between "
+                       f"the commit at {committed:.6f} and itself")
+
+
+def pickup_commit_end(calls, wal, path) -> float:
+    """When the commit of the pickup file PATH ended: its WAL writes follow the read at its end."""
+    fds = wal_fds(calls, wal)
+    opened = [c for c in calls if c.name == "openat" and f'"{path}"' in c.text
+              and c.result is not None and c.result.isdigit()]
+    assert opened, f"no openat of {path} in the trace"
+    fd, pid = int(opened[0].result), opened[0].pid
+    later = [c for c in calls if c.pid == pid and c.start >= opened[0].start]
+    eof = next(i for i, c in enumerate(later)
+               if c.name == "read" and c.fd == fd and c.result == "0")
+    end = None
+    for c in later[eof + 1:]:
+        if c.name != "pwrite64" or c.fd not in fds:
+            break
+        end = c.end
+    assert end is not None, f"no WAL write after the end of {path}"
+    return end
+
+
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None,
+                                  reason="strace is not installed")
+
+
+@needs_strace
+def test_reply_follows_wal_sync(relayq, fake_smarthost, tmp_path):
+    srv = fake_smarthost(start=False)
+    d = relayq.daemon(smarthost=srv.smarthost_config())
+    trace = tmp_path / "strace.txt"
+    start_traced(d, trace)
+    ids = [d.send(SENDER, [RECIPIENT], message(n)) for n in range(10)]
+    assert len(set(ids)) == 10
+    stop_traced(d)
+
+    calls = parse_strace(trace)
     replies = [c for c in calls if c.name in ("write", "writev", "sendto", "sendmsg")
                and "250 2.0.0 Ok: queued as" in c.text]
     assert len(replies) == 10, f"{len(replies)} replies found in the trace"
+    check_synced_before(calls, f"{d.config['queue']['path']}-wal", replies)
 
-    for reply in replies:
-        wal_writes = [c for c in calls if c.name == "pwrite64" and c.fd in fds
-                      and c.end <= reply.start]
-        assert wal_writes, "a reply came before any WAL write"
-        committed = wal_writes[-1].end
-        syncs = [c for c in calls if c.name in ("fdatasync", "fsync") and c.fd in fds
-                 and c.start >= committed and c.end <= reply.start]
-        assert syncs, (f"reply at {reply.start:.6f} has no WAL sync between the "
-                       f"commit at {committed:.6f} and itself")
+
+@needs_strace
+def test_pickup_file_removed_after_wal_sync(relayq, fake_smarthost, tmp_path):
+    srv = fake_smarthost(start=False)
+    pickup = tmp_path / "pickup"
+    pickup.mkdir()
+    d = relayq.daemon(smarthost=srv.smarthost_config(), pickup={"path": str(pickup)})
+    trace = tmp_path / "strace.txt"
+    start_traced(d, trace, extra=",read")
+    for n in range(5):
+        tmp = tmp_path / f"m{n}.tmp"
+        tmp.write_bytes(message(n))
+        os.rename(tmp, pickup / f"m{n}.eml")
+    d.wait_for(lambda: not any(pickup.glob("*.eml")), timeout=15,
+               message="every pickup file taken")
+    stop_traced(d)
+
+    calls = parse_strace(trace)
+    wal = f"{d.config['queue']['path']}-wal"
+    unlinks = [c for c in calls if c.name == "unlink" and ".eml" in c.text]
+    assert len(unlinks) == 5, f"{len(unlinks)} unlinks of pickup files in the trace"
+    # Other messages' deferrals write to the WAL too, so each file's
+    # commit is found from the read that reached its end.
+    commits = [pickup_commit_end(calls, wal, re.search(r'"([^"]+\.eml)"', u.text)[1])
+               for u in unlinks]
+    check_synced_before(calls, wal, unlinks, commits)
 
 
 def test_checkpoints_bound_the_wal(relayq, fake_smarthost):
