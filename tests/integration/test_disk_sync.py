@@ -45,7 +45,8 @@ def parse_strace(path) -> list:
         pid, t = int(m["pid"]), float(m["time"])
         if m["resumed"]:
             start_name, start, args = open_calls.pop(pid, (m["resumed"], t, ""))
-            end = t + float(m["duration"] or 0)
+            # -T gives the whole call's duration, counted from its start.
+            end = start + float(m["duration"] or 0)
             text = args + m["rest"]
             name = start_name
             result = re.search(r"\) += (-?\w+)", m["rest"])
