@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from test_windows_wine import (  # noqa: F401 (pytestmark and fixtures)
-    WINE, message_bytes, pytestmark, service_log_path, service_log_since,
-    service_log_size, swaks, wait_port, win_binary, win_path, windows_smarthost_config,
-    wine_env, wine_relayq, wine_run)
+    WINE, end_wine_session, message_bytes, programdata_dir, pytestmark, service_log_path,
+    service_log_since, service_log_size, swaks, wait_port, win_binary, win_path,
+    windows_smarthost_config, wine_env, wine_relayq, wine_run)
 
 EVENTLOG_KEY = r"HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\relayq"
 OBJDUMP = shutil.which("x86_64-w64-mingw32-objdump")
@@ -99,6 +99,15 @@ def wait_for_wineserver_exit(timeout=60):
         pytest.skip("other Wine processes keep running in this prefix")
 
 
+@pytest.fixture(autouse=True)
+def programdata_restored():
+    """relayqd install and the service create C:\\ProgramData\\relayq: remove it if they did."""
+    existed = programdata_dir().exists()
+    yield
+    if not existed:
+        shutil.rmtree(programdata_dir(), ignore_errors=True)
+
+
 @pytest.fixture
 def traced_wine_session(tmp_path):
     """
@@ -107,6 +116,7 @@ def traced_wine_session(tmp_path):
     output, with the Event Log channels on, to the file it yields.
     """
     wait_for_wineserver_exit()
+    existed = programdata_dir().exists()
     trace = tmp_path / "wine-services.err"
     env = wine_env()
     env["WINEDEBUG"] = "-all,fixme+advapi,+eventlog"
@@ -124,12 +134,7 @@ def traced_wine_session(tmp_path):
                         f"{trace.read_text(errors='replace')}")
         time.sleep(0.2)
     yield trace
-    keeper.stdin.close()
-    try:
-        keeper.wait(30)
-    except subprocess.TimeoutExpired:
-        keeper.kill()
-        keeper.wait()
+    end_wine_session(keeper, existed)
 
 
 def reported_events(trace_text: str) -> list:

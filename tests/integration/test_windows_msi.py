@@ -157,8 +157,8 @@ def test_msi_install_relay_uninstall(clean_prefix, wine_session, fake_smarthost,
 
 
 def check_installed(config_text: str):
-    for name in ("relayqd.exe", "relayq.exe"):
-        built = win_binary(("daemon/" if name == "relayqd.exe" else "cli/") + name)
+    for name in ("relayqd.exe", "relayq.exe", "sendmail.exe", "mailq.exe"):
+        built = win_binary("daemon/relayqd.exe" if name == "relayqd.exe" else "cli/relayq.exe")
         assert (INSTALL_DIR / name).read_bytes() == built.read_bytes(), name
     example = Path(__file__).resolve().parents[2] / "packaging" / "windows" / "relayq.yaml"
     assert (INSTALL_DIR / "relayq.yaml.example").read_text() == example.read_text()
@@ -200,10 +200,11 @@ def relay_one_message(srv, port: int, tmp_path: Path):
 def check_uninstalled(config_text: str, port: int):
     wait_service_state("")
     wait_port(port, listening=False)
-    assert not (INSTALL_DIR / "relayq.exe").exists()
+    for name in ("relayq.exe", "sendmail.exe", "mailq.exe"):
+        assert not (INSTALL_DIR / name).exists(), name
     assert not (INSTALL_DIR / "relayq.yaml.example").exists()
     assert (DATA_DIR / "relayq.yaml").read_text() == config_text
     assert (DATA_DIR / "queue.db").exists()
-    log = (DATA_DIR / "relayqd.log").read_text(errors="replace")
+    log = (DATA_DIR / "log" / "relayqd.log").read_text(errors="replace")
     assert "event=started" in log
     assert "event=stopped" in log

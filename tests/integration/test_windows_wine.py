@@ -379,25 +379,54 @@ def service_log_since(offset: int) -> str:
         return log.read().decode(errors="replace")
 
 
-@pytest.fixture
-def wine_session():
+def programdata_dir() -> Path:
+    """C:\\ProgramData\\relayq in the Wine prefix."""
+    return Path(wine_env()["WINEPREFIX"]) / "drive_c" / "ProgramData" / "relayq"
+
+
+def end_wine_session(keeper, programdata_existed: bool):
     """
-    A Wine process that lives for the whole test. Wine stops its services
-    (with SERVICE_CONTROL_SHUTDOWN) once no other Wine process is left.
+    Let KEEPER exit, which stops the services, then remove the
+    C:\\ProgramData\\relayq that a service test created (relayqd install and
+    the service log create it), so that the installer test finds the
+    prefix as a fresh machine would.
     """
-    keeper = subprocess.Popen([WINE, "cmd.exe"], stdin=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=wine_env())
-    yield keeper
     keeper.stdin.close()
     try:
         keeper.wait(30)
     except subprocess.TimeoutExpired:
         keeper.kill()
         keeper.wait()
+    if not programdata_existed:
+        shutil.rmtree(programdata_dir(), ignore_errors=True)
+
+
+@pytest.fixture
+def wine_session():
+    """
+    A Wine process that lives for the whole test. Wine stops its services
+    (with SERVICE_CONTROL_SHUTDOWN) once no other Wine process is left.
+    """
+    existed = programdata_dir().exists()
+    keeper = subprocess.Popen([WINE, "cmd.exe"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=wine_env())
+    yield keeper
+    end_wine_session(keeper, existed)
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+def stop_service(daemon):
+    stopped = wine_run("net", "stop", "relayq")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    wait_port(daemon.port, listening=False)
+    # Wine's net stop can return while the service still reports STOP_PENDING.
+    deadline = time.monotonic() + 30
+    while "STOPPED" not in wine_run("sc", "query", "relayq").stdout:
+        assert time.monotonic() < deadline, "the service did not reach STOPPED"
+        time.sleep(0.5)
+
+
 def test_wine_service_install_start_stop(wine_relayq, wine_session, fake_smarthost,
                                          tmp_path):
     srv = fake_smarthost()
@@ -428,17 +457,27 @@ def test_wine_service_install_start_stop(wine_relayq, wine_session, fake_smartho
         srv.wait_for_messages(1, timeout=60)
         daemon.wait_for_state(msg_id, "sent")
 
-        stopped = wine_run("net", "stop", "relayq")
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        wait_port(daemon.port, listening=False)
-        # Wine's net stop can return while the service still reports STOP_PENDING.
-        deadline = time.monotonic() + 30
-        while "STOPPED" not in wine_run("sc", "query", "relayq").stdout:
-            assert time.monotonic() < deadline, "the service did not reach STOPPED"
-            time.sleep(0.5)
+        # With the smart host down, a second message stays queued across
+        # a stop of the service and goes out once it runs again.
+        srv.stop()
+        data_file.write_bytes(message_bytes("wine service queued", b"kept over a stop\r\n"))
+        result = swaks(daemon.port, data_file)
+        assert result.returncode == 0, result.stdout + result.stderr
+        queued_id = queue_id(result.stdout)
+
+        stop_service(daemon)
+        assert daemon.cli_json("show", str(queued_id))["state"] in ("queued", "deferred")
+        srv.start()
+        started = wine_run("net", "start", "relayq")
+        assert started.returncode == 0, started.stdout + started.stderr
+        srv.wait_for_messages(2, timeout=60)
+        daemon.wait_for_state(queued_id, "sent")
+        assert b"kept over a stop" in srv.messages[-1].content
+
+        stop_service(daemon)
         log = service_log_since(log_offset)
-        assert "event=started" in log
-        assert "event=stopped" in log
+        assert log.count("event=started") == 2
+        assert log.count("event=stopped") == 2
     finally:
         removed = wine_run(relayqd, "uninstall")
     assert removed.returncode == 0, removed.stdout + removed.stderr
