@@ -172,11 +172,11 @@ tls_is_hash_name(const char *name)
 }
 
 /*
- * True when DIR holds hash links (c_rehash, update-ca-certificates).
+ * True when DIR contains hash links (c_rehash, update-ca-certificates).
  * OpenSSL then reads a CA certificate from the directory only when a
  * chain needs it. Loading the system bundle file instead parses every
- * root at start: on Debian that took about 70 ms and 4 MiB of memory
- * that stayed in use for the daemon's whole life.
+ * root at start, which added 1 MiB to relayqd's idle RSS on Debian 12
+ * for the daemon's whole life.
  */
 static bool
 tls_dir_is_hashed(const char *dir)
@@ -196,7 +196,7 @@ tls_dir_is_hashed(const char *dir)
 
 /*
  * The system's trusted roots: the ROOT store on Windows, where OPENSSLDIR
- * holds no certificates; elsewhere OpenSSL's default directory when it
+ * contains no certificates; elsewhere OpenSSL's default directory when it
  * is hashed, else its default file and directory. SSL_CERT_FILE, when
  * set, always names a file to load.
  */

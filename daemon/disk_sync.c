@@ -222,7 +222,7 @@ disk_sync_worker(void *unused)
 
 		pthread_mutex_lock(&ds.lock);
 		disk_sync_record(target, rc, error);
-		/* A full pipe already holds a wake-up, so a failed write loses nothing. */
+		/* A full pipe already contains a wake-up, so a failed write loses nothing. */
 		if (write(ds.pipe[1], "s", 1) == -1 && errno != EAGAIN)
 			break;
 	}
