@@ -382,6 +382,25 @@ def test_starttls_to_implicit_port(relayq, fake_smarthost):
     assert srv.transactions == []
 
 
+def test_plain_to_implicit_port(relayq, fake_smarthost):
+    # With TLS off everywhere and no certificate files, relayqd creates its
+    # TLS context only when a session starts; the check still needs it.
+    srv = fake_smarthost(tls="implicit")
+    config = srv.smarthost_config(tls="none")
+    for key in ("ca_file", "ca_path", "tls_client_cert", "tls_client_key"):
+        config.pop(key, None)
+    config["timeouts"] = {"connect": "30s", "greeting": "60s"}
+    d = relayq.daemon(smarthost=config)
+    d.start()
+
+    started = time.monotonic()
+    d.send(SENDER, [RCPT], message_bytes("plain to implicit"))
+    wait_log(d, rf"smarthost port {srv.port} sent no greeting within 3s but answers a TLS "
+                r"handshake: use tls: implicit, not none", timeout=20)
+    assert time.monotonic() - started < 12
+    assert srv.transactions == []
+
+
 def server_fingerprint(certificates):
     result = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256",
                              "-in", str(certificates.cert_file)],
