@@ -739,19 +739,14 @@ scheduler_closed(void *arg, struct smtp_client *client, enum smtp_failure failur
 	scheduler_wake();
 }
 
-static const struct smtp_client_callbacks scheduler_callbacks = {
-	.next_message = scheduler_next_message,
-	.message_done = scheduler_message_done,
-	.closed = scheduler_closed,
-};
-
 /*
  * True when CONFIG needs its TLS client context from the start: an
  * endpoint uses TLS, or certificate files are named, which are better
  * checked at start than at the first delivery. Creating a context
- * initialises OpenSSL, which added 2.7 MiB to relayqd's idle RSS. With
- * TLS off everywhere, only the check for a TLS port configured as plain
- * text needs one, after a greeting timeout.
+ * initialises OpenSSL, which added 2.7 MiB to relayqd's RSS. With TLS
+ * off everywhere, only the check for a TLS port configured as plain text
+ * needs one, after a greeting timeout, so a relay that talks plain text
+ * to a working smart host never pays for it.
  */
 static bool
 scheduler_tls_at_start(const struct config *config)
@@ -768,22 +763,41 @@ scheduler_tls_at_start(const struct config *config)
 	return false;
 }
 
-/* Create the TLS client context that a TLS-less config left for the first session. */
-static void
-scheduler_tls_lazy(void)
+/*
+ * Give a session without a TLS context one for its check of a silent
+ * port, creating the context that a TLS-less config left out at start.
+ * The session keeps a reference until it is freed.
+ */
+static SSL_CTX *
+scheduler_probe_tls_ctx(void *arg, struct smtp_client *client)
 {
+	struct scheduler_session *s = scheduler_session_find(client);
 	char *error = NULL;
 
-	if (sched.tls_ctx != NULL)
-		return;
-	sched.tls_ctx = tls_client_ctx_new(sched.config, &error);
+	(void)arg;
 	if (sched.tls_ctx == NULL) {
-		log_warning("event=tls_context_failed error=\"%s\" note=\"sessions "
-		    "go on without TLS, as configured, but cannot tell a TLS port "
-		    "from a silent one\"", error);
-		free(error);
+		sched.tls_ctx = tls_client_ctx_new(sched.config, &error);
+		if (sched.tls_ctx == NULL) {
+			log_warning("event=tls_context_failed error=\"%s\" "
+			    "note=\"cannot check whether the silent port expects "
+			    "TLS\"", error);
+			free(error);
+			return NULL;
+		}
 	}
+	if (s == NULL || s->tls_ctx != NULL)
+		return s != NULL ? s->tls_ctx : NULL;
+	s->tls_ctx = sched.tls_ctx;
+	SSL_CTX_up_ref(s->tls_ctx);
+	return s->tls_ctx;
 }
+
+static const struct smtp_client_callbacks scheduler_callbacks = {
+	.next_message = scheduler_next_message,
+	.message_done = scheduler_message_done,
+	.closed = scheduler_closed,
+	.probe_tls_ctx = scheduler_probe_tls_ctx,
+};
 
 static void
 scheduler_start_session(void)
@@ -794,7 +808,6 @@ scheduler_start_session(void)
 	s->endpoint = relay_policy_endpoint(now_seconds());
 	s->host = scheduler_endpoint_text(&sched.endpoints[s->endpoint]);
 	s->config = config_ref(sched.config);
-	scheduler_tls_lazy();
 	s->tls_ctx = sched.tls_ctx;
 	if (s->tls_ctx != NULL)
 		SSL_CTX_up_ref(s->tls_ctx);

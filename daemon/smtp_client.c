@@ -1503,6 +1503,8 @@ smtp_client_probe_start(struct smtp_client *client)
 	char *error = NULL;
 	SSL *ssl;
 
+	if (client->tls_ctx == NULL && client->callbacks.probe_tls_ctx != NULL)
+		client->tls_ctx = client->callbacks.probe_tls_ctx(client->arg, client);
 	if (client->tls_ctx == NULL || ai == NULL || client->probe != NULL)
 		return;
 	ssl = tls_client_ssl_new(client->tls_ctx, client->endpoint->host, false,

@@ -81,6 +81,13 @@ struct smtp_client_callbacks {
 	void (*closed)(void *arg, struct smtp_client *client,
 	    enum smtp_failure failure, const char *error,
 	    const struct smtp_reply *reply, int delivered);
+	/*
+	 * A session started without a TLS context (TLS off in the config)
+	 * needs one to check whether a silent port expects TLS. Return a
+	 * context that stays valid until closed() has run, or NULL to skip
+	 * the check. May be NULL.
+	 */
+	struct ssl_ctx_st *(*probe_tls_ctx)(void *arg, struct smtp_client *client);
 };
 
 /*

@@ -383,8 +383,8 @@ def test_starttls_to_implicit_port(relayq, fake_smarthost):
 
 
 def test_plain_to_implicit_port(relayq, fake_smarthost):
-    # With TLS off everywhere and no certificate files, relayqd creates its
-    # TLS context only when a session starts; the check still needs it.
+    # With TLS off everywhere and no certificate files, relayqd has no TLS
+    # context until this check needs one.
     srv = fake_smarthost(tls="implicit")
     config = srv.smarthost_config(tls="none")
     for key in ("ca_file", "ca_path", "tls_client_cert", "tls_client_key"):
