@@ -431,7 +431,7 @@ smtp_commit_done(void *arg, int64_t id, const char *error, int space)
 
 	tx->commit = NULL;
 	if (error != NULL) {
-		tx->msg_id = 0;		/* intake deletes the entry itself */
+		tx->msg_id = 0;		/* intake's now: deleted, or kept after a failed sync */
 		smtp_server_reply(s, "%s Message not accepted: %s",
 		    space ? "452 4.3.1" : "451 4.3.0", error);
 	} else {
