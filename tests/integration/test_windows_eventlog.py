@@ -15,7 +15,6 @@ Skipped like test_windows_wine.py unless RELAYQ_WIN_BUILD names a
 Windows build directory.
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -26,8 +25,8 @@ import yaml
 
 from test_windows_wine import (  # noqa: F401 (pytestmark and fixtures)
     WINE, end_wine_session, message_bytes, programdata_dir, pytestmark, service_log_path,
-    service_log_since, service_log_size, swaks, wait_port, win_binary, win_path,
-    windows_smarthost_config, wine_env, wine_relayq, wine_run)
+    service_log_since, service_log_size, stop_service, swaks, wait_port, wait_service_state,
+    win_binary, win_path, windows_smarthost_config, wine_env, wine_relayq, wine_run)
 
 EVENTLOG_KEY = r"HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\relayq"
 OBJDUMP = shutil.which("x86_64-w64-mingw32-objdump")
@@ -155,23 +154,6 @@ def reported_events(trace_text: str) -> list:
     return events
 
 
-def wait_service_stopped() -> str:
-    """Wait for STOPPED and return the output of sc query."""
-    deadline = time.monotonic() + 30
-    while True:
-        query = wine_run("sc", "query", "relayq").stdout
-        if "STOPPED" in query:
-            return query
-        assert time.monotonic() < deadline, f"the service did not reach STOPPED\n{query}"
-        time.sleep(0.5)
-
-
-def stop_service():
-    stopped = wine_run("net", "stop", "relayq")
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    wait_service_stopped()
-
-
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 def test_service_logs_to_programdata_and_eventlog(wine_relayq, traced_wine_session,
                                                   fake_smarthost, tmp_path):
@@ -229,7 +211,8 @@ def test_service_config_error_logged(wine_relayq, traced_wine_session, fake_smar
         # Wine's net start reports success once the service has been
         # started, even when it stops again at once.
         wine_run("net", "start", "relayq")
-        query = wait_service_stopped()
+        wait_service_state("STOPPED")
+        query = wine_run("sc", "query", "relayq").stdout
     finally:
         removed = wine_run(relayqd_exe(), "uninstall")
     assert removed.returncode == 0, removed.stdout + removed.stderr

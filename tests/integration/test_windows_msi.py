@@ -19,8 +19,9 @@ import yaml
 
 from relayq_fixture import DEFAULT_TIMEOUTS, free_port
 from test_windows_wine import (RECIPIENT, SENDER, USERNAME, PASSWORD, WIN_BUILD,
-                               message_bytes, queue_id, run_wine, skip_reason, swaks,
-                               wait_port, win_binary, win_path, wine_env, wine_run,
+                               message_bytes, queue_id, run_wine, service_state,
+                               skip_reason, swaks, wait_port, wait_service_state,
+                               win_binary, win_path, wine_env, wine_run,
                                windows_smarthost_config)
 from test_windows_wine import wine_session  # noqa: F401  (a fixture)
 
@@ -57,29 +58,6 @@ def msiexec(*args, log: Path):
     result = run_wine("msiexec", *args, "/qn", "/l*v", dos_path(log), timeout=300)
     text = log.read_bytes().decode("utf-8", "replace") if log.exists() else ""
     return result.returncode, text
-
-
-def service_state() -> str:
-    """The STATE word of "sc query relayq", or "" when the service does not exist."""
-    result = wine_run("sc", "query", "relayq")
-    if result.returncode != 0:
-        return ""
-    for line in result.stdout.splitlines():
-        if line.strip().startswith("STATE"):
-            return line.split()[-1]
-    pytest.fail(f"no STATE line in the output of sc query relayq:\n{result.stdout}")
-
-
-def wait_service_state(state: str, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        current = service_state()
-        if current == state:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"the service relayq is {current or 'not installed'}, "
-                        f"not {state or 'removed'}, after {timeout}s")
-        time.sleep(0.5)
 
 
 def installed_cli(*args) -> str:

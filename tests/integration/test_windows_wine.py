@@ -415,18 +415,40 @@ def wine_session():
     end_wine_session(keeper, existed)
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
-def stop_service(daemon):
-    stopped = wine_run("net", "stop", "relayq")
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    wait_port(daemon.port, listening=False)
-    # Wine's net stop can return while the service still reports STOP_PENDING.
-    deadline = time.monotonic() + 30
-    while "STOPPED" not in wine_run("sc", "query", "relayq").stdout:
-        assert time.monotonic() < deadline, "the service did not reach STOPPED"
+def service_state() -> str:
+    """The STATE word of "sc query relayq", or "" when the service does not exist."""
+    result = wine_run("sc", "query", "relayq")
+    if result.returncode != 0:
+        return ""
+    for line in result.stdout.splitlines():
+        if line.strip().startswith("STATE"):
+            return line.split()[-1]
+    pytest.fail(f"no STATE line in the output of sc query relayq:\n{result.stdout}")
+
+
+def wait_service_state(state: str, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        current = service_state()
+        if current == state:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the service relayq is {current or 'not installed'}, "
+                        f"not {state or 'removed'}, after {timeout}s")
         time.sleep(0.5)
 
 
+def stop_service(port=None):
+    """net stop relayq, then wait until PORT is closed and the service is STOPPED."""
+    stopped = wine_run("net", "stop", "relayq")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    if port is not None:
+        wait_port(port, listening=False)
+    # Wine's net stop can return while the service still reports STOP_PENDING.
+    wait_service_state("STOPPED")
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 def test_wine_service_install_start_stop(wine_relayq, wine_session, fake_smarthost,
                                          tmp_path):
     srv = fake_smarthost()
@@ -465,7 +487,7 @@ def test_wine_service_install_start_stop(wine_relayq, wine_session, fake_smartho
         assert result.returncode == 0, result.stdout + result.stderr
         queued_id = queue_id(result.stdout)
 
-        stop_service(daemon)
+        stop_service(daemon.port)
         assert daemon.cli_json("show", str(queued_id))["state"] in ("queued", "deferred")
         srv.start()
         started = wine_run("net", "start", "relayq")
@@ -474,7 +496,7 @@ def test_wine_service_install_start_stop(wine_relayq, wine_session, fake_smartho
         daemon.wait_for_state(queued_id, "sent")
         assert b"kept over a stop" in srv.messages[-1].content
 
-        stop_service(daemon)
+        stop_service(daemon.port)
         log = service_log_since(log_offset)
         assert log.count("event=started") == 2
         assert log.count("event=stopped") == 2
