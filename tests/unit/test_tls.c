@@ -150,63 +150,72 @@ test_tls_handshake(SSL_CTX *client_ctx, X509 *cert, EVP_PKEY *key)
 	return result;
 }
 
-static void
-test_self_signed_server_rejected(void)
-{
+/* A server's self-signed key and certificate, and relayq's default client context. */
+struct test_tls_pair {
 	EVP_PKEY *key;
 	X509 *cert;
 	SSL_CTX *ctx;
+};
+
+/* Create the pair; false when it could not be created, which CHECK has counted. */
+static bool
+test_tls_pair_new(struct test_tls_pair *pair)
+{
+	test_tls_init();
+	pair->key = EVP_EC_gen("P-256");
+	CHECK(pair->key != NULL);
+	pair->cert = test_tls_self_signed(pair->key);
+	pair->ctx = test_tls_client_ctx();
+	CHECK(pair->ctx != NULL);
+	return pair->key != NULL && pair->ctx != NULL;
+}
+
+static void
+test_tls_pair_free(struct test_tls_pair *pair)
+{
+	SSL_CTX_free(pair->ctx);
+	X509_free(pair->cert);
+	EVP_PKEY_free(pair->key);
+}
+
+static void
+test_self_signed_server_rejected(void)
+{
+	struct test_tls_pair pair;
 	struct test_tls_result result;
 
-	test_tls_init();
-	key = EVP_EC_gen("P-256");
-	CHECK(key != NULL);
-	cert = test_tls_self_signed(key);
-	ctx = test_tls_client_ctx();
-	CHECK(ctx != NULL);
-	if (key == NULL || ctx == NULL)
+	if (!test_tls_pair_new(&pair))
 		return;
 
-	result = test_tls_handshake(ctx, cert, key);
+	result = test_tls_handshake(pair.ctx, pair.cert, pair.key);
 	CHECK(!result.connected);
 	CHECK_INT_EQ(result.verify, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT);
 	CHECK(result.error != NULL &&
 	    strstr(result.error, "self-signed certificate") != NULL);
 
 	free(result.error);
-	SSL_CTX_free(ctx);
-	X509_free(cert);
-	EVP_PKEY_free(key);
+	test_tls_pair_free(&pair);
 }
 
 /* The same handshake passes once the certificate is trusted, so the rejection above is about trust. */
 static void
 test_self_signed_server_trusted(void)
 {
-	EVP_PKEY *key;
-	X509 *cert;
-	SSL_CTX *ctx;
+	struct test_tls_pair pair;
 	struct test_tls_result result;
 
-	test_tls_init();
-	key = EVP_EC_gen("P-256");
-	CHECK(key != NULL);
-	cert = test_tls_self_signed(key);
-	ctx = test_tls_client_ctx();
-	CHECK(ctx != NULL);
-	if (key == NULL || ctx == NULL)
+	if (!test_tls_pair_new(&pair))
 		return;
 
-	CHECK_INT_EQ(X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), cert), 1);
-	result = test_tls_handshake(ctx, cert, key);
+	CHECK_INT_EQ(X509_STORE_add_cert(SSL_CTX_get_cert_store(pair.ctx),
+	    pair.cert), 1);
+	result = test_tls_handshake(pair.ctx, pair.cert, pair.key);
 	CHECK(result.connected);
 	CHECK_INT_EQ(result.verify, X509_V_OK);
 	CHECK_STR_EQ(result.error, NULL);
 
 	free(result.error);
-	SSL_CTX_free(ctx);
-	X509_free(cert);
-	EVP_PKEY_free(key);
+	test_tls_pair_free(&pair);
 }
 
 #ifdef _WIN32
