@@ -61,6 +61,18 @@ xstrndup(const char *s, size_t len)
 }
 
 char *
+path_dirname(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return xstrdup(".");
+	if (slash == path)
+		return xstrdup("/");
+	return xstrndup(path, (size_t)(slash - path));
+}
+
+char *
 xvasprintf(const char *fmt, va_list ap)
 {
 	char *out;

@@ -16,6 +16,9 @@ char *xstrndup(const char *s, size_t len);
 char *xasprintf(const char *fmt, ...) RELAYQ_PRINTF(1, 2);
 char *xvasprintf(const char *fmt, va_list ap) RELAYQ_PRINTF(1, 0);
 
+/* The directory part of PATH up to its last '/', allocated: "." when it has none. */
+char *path_dirname(const char *path);
+
 /* Store an allocated message in *ERRSTR (if ERRSTR is not NULL) and return -1. */
 int set_error(char **errstr, const char *fmt, ...) RELAYQ_PRINTF(2, 3);
 

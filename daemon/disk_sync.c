@@ -3,19 +3,20 @@
  *
  * relayqd's transactions commit with synchronous=NORMAL: their WAL frames
  * are written, which survives a crash of the process, but not synced,
- * which a power loss would undo. Each commit that someone waits for gets
- * the next sequence number, and a worker thread runs fdatasync() on the
- * WAL file. When a sync ends, every commit numbered before the sync began
- * is on disk, and the event loop runs the callbacks of those commits.
+ * which a power loss would undo. Each commit handed in here gets the
+ * next sequence number, and a worker thread runs fdatasync() on the WAL
+ * file. When a sync ends, every commit numbered before the sync began is
+ * on disk, and the event loop runs the callbacks of those commits.
  *
- * The loop never waits for the disk: while one sync runs, it keeps
+ * The loop does not wait for these syncs. While one runs, it keeps
  * reading from sessions and committing, and the next sync covers all of
- * those commits at once. The groups grow with the disk's latency without
- * any timer.
+ * those commits at once, so the groups grow with the disk's latency
+ * without any timer. SQLite's automatic checkpoints still sync the WAL
+ * and the database file on the loop, about once per 1,000 WAL pages.
  *
  * A failed fdatasync() fails every commit that it was to cover, even when
- * a later sync succeeds: after such a failure Linux may have dropped the
- * unwritten pages, so nothing says those commits reached the disk.
+ * a later sync succeeds, because after such a failure Linux may have
+ * dropped the unwritten pages, so those commits may not be on disk.
  *
  * On Windows, and when the WAL file cannot be opened, durable commits stay
  * synchronous (synchronous=FULL) and the callbacks run in the next loop
@@ -91,12 +92,19 @@ static struct {
 #endif
 };
 
-/* Run, in order, the callbacks of commits up to SYNCED; those up to FAILED get ERROR. */
+/*
+ * Run, in order, the callbacks of commits up to SYNCED. Those up to FAILED
+ * get ERROR, which is logged once when any callback receives it.
+ */
 static void
 disk_sync_complete(uint64_t synced, uint64_t failed, const char *error)
 {
-	struct disk_sync_waiter *w;
+	struct disk_sync_waiter *w = TAILQ_FIRST(&ds.waiters);
 
+	if (error != NULL && w != NULL && w->seq <= failed)
+		log_error("event=sync_failed error=\"%s\" note=\"the messages "
+		    "committed before it are queued but may be lost on a power "
+		    "failure, so their clients are told to try again\"", error);
 	while ((w = TAILQ_FIRST(&ds.waiters)) != NULL && w->seq <= synced) {
 		TAILQ_REMOVE(&ds.waiters, w, entry);
 		w->cb(w->arg, w->seq <= failed ? error : NULL);
@@ -153,15 +161,9 @@ disk_sync_check_wal(char **errstr)
 static int
 disk_sync_dir(char **errstr)
 {
-	char *dir = xstrdup(ds.wal_path), *slash = strrchr(dir, '/');
+	char *dir = path_dirname(ds.wal_path);
 	int fd, rc = 0;
 
-	if (slash == dir)
-		slash[1] = '\0';
-	else if (slash != NULL)
-		*slash = '\0';
-	else
-		strcpy(dir, ".");
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd == -1 || fsync(fd) == -1)
 		rc = set_error(errstr, "cannot sync the directory %s: %s", dir,
@@ -248,11 +250,6 @@ disk_sync_thread_done(evutil_socket_t fd, short what, void *arg)
 	error = ds.error != NULL ? xstrdup(ds.error) : NULL;
 	pthread_mutex_unlock(&ds.lock);
 
-	if (error != NULL && failed > 0 && !TAILQ_EMPTY(&ds.waiters) &&
-	    TAILQ_FIRST(&ds.waiters)->seq <= failed)
-		log_error("event=sync_failed error=\"%s\" note=\"the messages "
-		    "committed before it are queued but may be lost on a power "
-		    "failure; their clients are told to try again\"", error);
 	disk_sync_complete(synced, failed, error);
 	free(error);
 }
@@ -322,7 +319,6 @@ disk_sync_kick(void)
 static void
 disk_sync_stop_thread(void)
 {
-	uint64_t synced, failed;
 	char *error = NULL;
 	int rc;
 
@@ -332,18 +328,11 @@ disk_sync_stop_thread(void)
 	pthread_mutex_unlock(&ds.lock);
 	pthread_join(ds.thread, NULL);
 
-	synced = ds.synced;
-	failed = ds.failed;
-	if (synced < ds.committed) {
+	if (ds.synced < ds.committed) {
 		rc = disk_sync_wal(&error);
 		disk_sync_record(ds.committed, rc, error);
-		synced = ds.synced;
-		failed = ds.failed;
 	}
-	if (ds.error != NULL && !TAILQ_EMPTY(&ds.waiters) &&
-	    TAILQ_FIRST(&ds.waiters)->seq <= failed)
-		log_error("event=sync_failed error=\"%s\"", ds.error);
-	disk_sync_complete(synced, failed, ds.error);
+	disk_sync_complete(ds.synced, ds.failed, ds.error);
 	free(ds.error);
 	ds.error = NULL;
 	pthread_cond_destroy(&ds.wake);

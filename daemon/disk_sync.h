@@ -1,8 +1,8 @@
 /*
  * Durable commits without waiting on the event loop. relayqd commits
  * with synchronous=NORMAL, and a worker thread syncs the WAL file
- * afterwards; whoever must not acknowledge anything before the disk holds
- * a commit waits for that sync through a callback.
+ * afterwards. Code that must not acknowledge a commit before it is on
+ * disk registers a callback that runs after that sync.
  */
 #ifndef RELAYQ_DISK_SYNC_H
 #define RELAYQ_DISK_SYNC_H
@@ -27,7 +27,7 @@ int disk_sync_init(struct event_base *base, struct queue_store *qs, char **errst
  */
 void disk_sync_after_commit(disk_sync_cb cb, void *arg);
 
-/* Have the transaction just committed synced soon, with nobody waiting. */
+/* Request a sync of the transaction just committed, without a callback. */
 void disk_sync_request(void);
 
 /*

@@ -250,9 +250,9 @@ scheduler_stash(struct queue_message *msg, enum msg_state state,
 }
 
 /*
- * Store a delivery result. Nobody waits for it to reach the disk, so the
- * sync runs in the background (disk_sync.c); until then a power loss, but
- * not a crash, could undo it and the message would be sent again.
+ * Store a delivery result. No reply depends on it reaching the disk, so
+ * its sync runs in the background (disk_sync.c). Until then a power loss,
+ * but not a crash, could undo it, and the message would be sent again.
  */
 static int
 scheduler_finish(const struct queue_message *msg, enum msg_state state,

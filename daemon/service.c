@@ -381,19 +381,6 @@ service_chown(const char *path, uid_t uid, gid_t gid, char **errstr)
 	return 0;
 }
 
-/* The directory part of PATH, or "." when it has none. */
-static char *
-service_dirname(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (slash == NULL)
-		return xstrdup(".");
-	if (slash == path)
-		return xstrdup("/");
-	return xstrndup(path, (size_t)(slash - path));
-}
-
 static const char *
 service_basename(const char *path)
 {
@@ -407,12 +394,12 @@ static int
 service_chown_queue_dir(const struct passwd *pw, const char *queue_path,
     const char *control_socket, char **errstr)
 {
-	char *dir = service_dirname(queue_path), *socket_dir = NULL;
+	char *dir = path_dirname(queue_path), *socket_dir = NULL;
 	const char *socket_file = NULL;
 	int rc = 0;
 
 	if (control_socket != NULL) {
-		socket_dir = service_dirname(control_socket);
+		socket_dir = path_dirname(control_socket);
 		if (strcmp(socket_dir, dir) == 0)
 			socket_file = service_basename(control_socket);
 	}
