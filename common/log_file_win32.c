@@ -120,10 +120,10 @@ log_file_capture_stderr(struct log_file *file, char **errstr)
 	/*
 	 * The C runtime buffers stderr fully when it is not a character
 	 * device, which would delay lines and mix their order with the log's.
-	 * NOTE: in a process started without standard handles, a service for
-	 * one, Wine 8's C runtime gives the stderr stream no descriptor
-	 * (_fileno() returns -2), and freopen() fails on it, so there only
-	 * descriptor 2 reaches the file and fprintf(stderr) writes nowhere.
+	 * NOTE: in a process started without standard handles, such as a
+	 * service, Wine 8's C runtime gives the stderr stream no descriptor
+	 * (_fileno() returns -2) and freopen() fails on it. There only
+	 * descriptor 2 reaches the file, and fprintf(stderr) writes nowhere.
 	 */
 	setvbuf(stderr, NULL, _IONBF, 0);
 	file->stderr_fd = _fileno(stderr) >= 0 ? _fileno(stderr) : 2;

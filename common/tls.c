@@ -195,10 +195,10 @@ tls_dir_is_hashed(const char *dir)
 #endif
 
 /*
- * The system's trusted roots: the ROOT store on Windows, where OPENSSLDIR
- * contains no certificates; elsewhere OpenSSL's default directory when it
- * is hashed, else its default file and directory. SSL_CERT_FILE, when
- * set, always names a file to load.
+ * Load the system's trusted roots. On Windows that is the ROOT store,
+ * because OPENSSLDIR contains no certificates there. Elsewhere it is
+ * OpenSSL's default directory when it is hashed, else its default file
+ * and directory. SSL_CERT_FILE, when set, always names a file to load.
  */
 static int
 tls_ctx_load_system_ca(SSL_CTX *ctx, char **errstr)

@@ -8,7 +8,7 @@
  * its writer closes it, which a timer checks every PICKUP_WATCH_BUSY_MS
  * for as long as the file stays open. A listing every
  * PICKUP_WATCH_RESCAN_INTERVAL seconds, and at once when the notification
- * buffer overflowed, finds what the notifications missed; it reports only
+ * buffer overflowed, finds what the notifications missed. It reports only
  * files that are new or changed since they were reported.
  *
  * NOTE: names are converted to UTF-8, but pickup.c opens files with the

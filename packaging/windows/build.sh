@@ -562,7 +562,7 @@ build_msi() {
 	        "$script_dir/relayq.wxs") ||
 	    die "wixl failed to build the MSI"
 
-	# wixl 0.101 knows neither NeverOverwrite nor Permanent. Attributes
+	# wixl 0.101 supports neither NeverOverwrite nor Permanent. Attributes
 	# 400 = 256 (64-bit) + 128 (not installed when relayq.yaml exists) +
 	# 16 (left in place by uninstall). See relayq.wxs.
 	msibuild "$build_dir/$msi.tmp" -q "UPDATE \`Component\` SET \`Attributes\` = 400 WHERE \`Component\` = 'config'" ||

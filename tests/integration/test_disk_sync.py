@@ -1,7 +1,8 @@
 """
 relayqd syncs its WAL in a worker thread: a 250 reply goes out only after
-an fdatasync() of the WAL that began after the message's commit, and the
-worker's checkpoints keep the WAL file from growing without bound.
+an fdatasync() of the WAL that began after the message's commit. SQLite's
+checkpoints, which run on the event loop, keep the WAL from growing without
+bound.
 """
 
 import os
